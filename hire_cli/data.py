@@ -1,0 +1,112 @@
+"""Batches for training and evaluation, drawn from a seqio Task.
+
+The task's packed rows are materialised once per (task, split, length, vocabulary) into a cached
+.npy array. A batch is then a pure function of (seed, step): resuming at step t gives exactly the
+batches an uninterrupted run would have seen, and each process reads only its own rows.
+"""
+
+import dataclasses
+import hashlib
+import pathlib
+
+import numpy as np
+import seqio
+
+from hire_cli import errors, paths, tasks
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  task: str = tasks.SHIPPED_TASK  # seqio task: hire_corpus_lm | lm1b_lm | c4_lm
+  vocab_path: str = ""  # SentencePiece model; "" = data/vocab/hire_32k.model
+  seq_len: int = 128  # tokens per row
+  tfds_data_dir: str = ""  # TFDS data_dir for public tasks; "" = default
+  max_rows: int = 0  # cap on rows materialised per split (0 = all); for huge public datasets
+
+
+def _cache_path(cfg: DataConfig, split: str) -> pathlib.Path:
+  vocab = cfg.vocab_path or str(paths.default_vocab_path())
+  digest = hashlib.sha1(pathlib.Path(vocab).read_bytes()).hexdigest()[:10]
+  name = f"{cfg.task}-{split}-L{cfg.seq_len}-v{digest}-n{cfg.max_rows}.npy"
+  return paths.tfds_data_dir() / "arrays" / name
+
+
+def load_rows(cfg: DataConfig, split: str) -> np.ndarray:
+  """All packed rows of `split` as an int32 array of shape (N, seq_len)."""
+  tasks.vocabulary(cfg.vocab_path)  # fails early with a clear message
+  cache = _cache_path(cfg, split)
+  if cache.is_file():
+    return np.load(cache)
+  task = tasks.get_task(cfg.task, vocab_path=cfg.vocab_path, tfds_data_dir=cfg.tfds_data_dir)
+  if split not in task.splits:
+    raise errors.UserError(f"task {cfg.task} has no split {split!r}; it has {list(task.splits)}")
+  ds = task.get_dataset(sequence_length={"targets": cfg.seq_len}, split=split, shuffle=False,
+                        seed=0, use_cached=False)
+  converter = seqio.LMFeatureConverter(pack=False)
+  ds = converter(ds, {"targets": cfg.seq_len})
+  if cfg.max_rows:
+    ds = ds.take(cfg.max_rows)
+  rows = [ex["decoder_target_tokens"] for ex in ds.as_numpy_iterator()]
+  if not rows:
+    raise errors.UserError(
+        f"split {split!r} of task {cfg.task} gave no rows of {cfg.seq_len} tokens; the dataset is "
+        "empty or shorter than one row")
+  rows_NxL = np.stack(rows).astype(np.int32)
+  cache.parent.mkdir(parents=True, exist_ok=True)
+  tmp = cache.with_suffix(".tmp.npy")
+  np.save(tmp, rows_NxL)
+  tmp.replace(cache)
+  return rows_NxL
+
+
+def lm_inputs(targets_BxL: np.ndarray) -> np.ndarray:
+  """Decoder inputs for LM targets: shifted right with 0 first, as seqio.LMFeatureConverter."""
+  return np.pad(targets_BxL[:, :-1], ((0, 0), (1, 0)))
+
+
+@dataclasses.dataclass
+class BatchStream:
+  """Deterministic batches: each epoch is a permutation of the rows seeded by (seed, epoch)."""
+  rows_NxL: np.ndarray
+  batch_size: int  # global batch
+  seed: int = 0
+  process_index: int = 0
+  process_count: int = 1
+
+  def __post_init__(self):
+    if self.batch_size % self.process_count:
+      raise errors.UserError(
+          f"BATCH_SIZE={self.batch_size} does not divide over {self.process_count} processes; "
+          "use a multiple of the process count")
+    self._perm_cache = {}
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perm_cache:
+      self._perm_cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
+          len(self.rows_NxL))}
+    return self._perm_cache[epoch]
+
+  def global_indices(self, step: int) -> np.ndarray:
+    n = len(self.rows_NxL)
+    flat = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
+    epochs, offsets = flat // n, flat % n
+    return np.array([self._perm(int(e))[o] for e, o in zip(epochs, offsets)])
+
+  def batch(self, step: int) -> np.ndarray:
+    """This process's rows of the global batch of `step`: (batch_size / process_count, L)."""
+    idx = self.global_indices(step)
+    per = self.batch_size // self.process_count
+    return self.rows_NxL[idx[self.process_index * per:(self.process_index + 1) * per]]
+
+
+def eval_batches(rows_NxL: np.ndarray, batch_size: int, max_batches: int):
+  """Fixed, ordered validation batches (the same every time)."""
+  n = min(len(rows_NxL) // batch_size, max_batches)
+  return [rows_NxL[i * batch_size:(i + 1) * batch_size] for i in range(max(n, 1))]
+
+
+def unigram_loss(train_NxL: np.ndarray, eval_NxL: np.ndarray, vocab_size: int) -> float:
+  """Cross-entropy (nats/token) of an add-one unigram model of the train rows on `eval_NxL`."""
+  counts = np.bincount(train_NxL.ravel(), minlength=vocab_size).astype(np.float64) + 1.0
+  logp = np.log(counts / counts.sum())
+  return float(-logp[eval_NxL.ravel()].mean())

@@ -1,0 +1,80 @@
+"""Gin: registering the entry points, parsing files and bindings, the `--gin.NAME=value` shorthand.
+
+Library code stays plain Python; only the dataclass configs and the keyword-only entry functions
+are made configurable here (as in T5X)."""
+
+import difflib
+import pathlib
+import re
+
+import gin
+
+from hire_cli import bench, data, errors, evaluate, optimizer, paths, sharding, train
+from hire_cli.config import ModelConfig
+
+CONFIGS_DIR = paths.REPO_ROOT / "configs"
+DEFAULT_EXPERIMENT = "configs/experiments/tiny_dense.gin"
+
+_registered = False
+
+
+def register() -> None:
+  global _registered
+  if _registered:
+    return
+  gin.external_configurable(ModelConfig, "ModelConfig")
+  gin.external_configurable(data.DataConfig, "DataConfig")
+  gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
+  gin.external_configurable(sharding.MeshConfig, "MeshConfig")
+  gin.external_configurable(train.train, "train")
+  gin.external_configurable(evaluate.evaluate, "evaluate")
+  gin.external_configurable(bench.bench_latency, "bench_latency")
+  _registered = True
+
+
+def _resolve(path: str) -> str:
+  p = pathlib.Path(path)
+  for cand in (p, paths.REPO_ROOT / p, CONFIGS_DIR / p):
+    if cand.is_file():
+      return str(cand)
+  known = [str(f.relative_to(paths.REPO_ROOT)) for f in CONFIGS_DIR.rglob("*.gin")]
+  close = difflib.get_close_matches(str(path), known, n=2, cutoff=0.5)
+  hint = f"; did you mean {' or '.join(close)}?" if close else "; see configs/experiments/"
+  raise errors.UserError(f"gin file {path} not found{hint}")
+
+
+def parse(gin_files: list[str] | None, bindings: list[str] | None) -> None:
+  """Parses gin files (later wins) then bindings; no file means the embedded default."""
+  register()
+  gin.clear_config()
+  gin.add_config_file_search_path(str(paths.REPO_ROOT))
+  files = [_resolve(f) for f in (gin_files or [DEFAULT_EXPERIMENT])]
+  try:
+    gin.parse_config_files_and_bindings(files, bindings or [], finalize_config=False)
+  except (ValueError, KeyError, SyntaxError, IOError) as e:
+    raise errors.UserError(f"bad gin config: {_one_line(e)}") from None
+
+
+def call(name: str):
+  """Calls the configurable entry function `name` with what gin bound to it."""
+  fn = gin.get_configurable(name)
+  try:
+    return fn()
+  except (ValueError, TypeError) as e:
+    msg = str(e)
+    if "Required bindings" in msg or "REQUIRED" in msg or "gin" in msg.lower():
+      raise errors.UserError(f"bad gin config: {_one_line(e)}") from None
+    raise
+
+
+def config_str() -> str:
+  return gin.config_str()
+
+
+def _one_line(e: Exception) -> str:
+  text = " ".join(str(e).split())
+  m = re.search(r"No configurable matching '([^']+)'", text)
+  if m:
+    return f"unknown gin name {m.group(1)!r}; check the spelling (configurables: ModelConfig, "\
+           "DataConfig, OptimizerConfig, MeshConfig, train, evaluate, bench_latency)"
+  return text[:400]

@@ -1,0 +1,34 @@
+"""AdamW with linear warmup, cosine decay and global-norm gradient clipping."""
+
+import dataclasses
+
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  learning_rate: float = 3e-3  # peak learning rate after warmup
+  warmup_steps: int = 100  # linear warmup from 0
+  min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio at the last step
+  weight_decay: float = 0.01  # decoupled AdamW decay (not applied to norms)
+  b1: float = 0.9
+  b2: float = 0.95
+  clip_norm: float = 1.0  # global gradient norm clip
+
+
+def schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
+  warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=cfg.learning_rate * cfg.min_lr_ratio)
+
+
+def make(cfg: OptimizerConfig, total_steps: int, params) -> optax.GradientTransformation:
+  """The optimizer; `params` only shapes the weight-decay mask (matrices decay, vectors not)."""
+  import jax  # local: keeps this module importable without touching devices
+  mask = jax.tree.map(lambda p: p.ndim >= 2, params)
+  return optax.chain(
+      optax.clip_by_global_norm(cfg.clip_norm),
+      optax.adamw(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2,
+                  weight_decay=cfg.weight_decay, mask=mask),
+  )

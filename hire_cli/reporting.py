@@ -1,0 +1,83 @@
+"""Console output and metric files: progress lines with ETA, tables, JSON, TensorBoard."""
+
+import json
+import math
+import pathlib
+import sys
+import time
+
+import jax
+from clu import metric_writers
+
+
+def is_chief() -> bool:
+  return jax.process_index() == 0
+
+
+def say(msg: str) -> None:
+  """One line to stdout from process 0 only."""
+  if is_chief():
+    print(msg, flush=True)
+
+
+def writer(logdir: pathlib.Path):
+  """TensorBoard (CLU) writer; non-chief processes only log."""
+  return metric_writers.create_default_writer(str(logdir), just_logging=not is_chief(),
+                                              asynchronous=False)
+
+
+def fmt_duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+  """Rate and ETA for a loop of `total` items starting at `start`."""
+
+  def __init__(self, start: int, total: int):
+    self.start, self.total = start, total
+    self.t0 = time.perf_counter()
+    self.first_done = None  # the first item includes compilation; rate is measured after it
+
+  def line(self, done: int, extra: str = "") -> str:
+    now = time.perf_counter()
+    if self.first_done is None:
+      self.first_done = (done, now)
+      rate = float("nan")
+    else:
+      d0, t0 = self.first_done
+      rate = (done - d0) / max(now - t0, 1e-9) if done > d0 else float("nan")
+    eta = (self.total - done) / rate if rate == rate and rate > 0 else float("nan")
+    pct = 100.0 * done / max(self.total, 1)
+    rate_s = f"{rate:.2f}/s" if rate == rate else "-/s"
+    return f"[{done}/{self.total} {pct:3.0f}%] {extra} | {rate_s} | ETA {fmt_duration(eta)}"
+
+
+def table(rows: list[tuple[str, object]], title: str = "") -> str:
+  """A two-column table of metric name and value."""
+  def fmt(v):
+    if isinstance(v, float):
+      return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+    return str(v)
+  width = max([len(k) for k, _ in rows] + [6])
+  lines = [title] if title else []
+  lines.append("-" * (width + 16))
+  lines += [f"{k:<{width}}  {fmt(v):>12}" for k, v in rows]
+  lines.append("-" * (width + 16))
+  return "\n".join(lines)
+
+
+def write_json(path: pathlib.Path, obj) -> None:
+  """Atomic JSON write (temp file then rename) so a crash never leaves half a file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  tmp.replace(path)
+
+
+def eprint(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,71 @@
+"""Building the model's parameters and the train state, sharded over a mesh.
+
+The model is defined in NNX; training works on pure pytrees: `params` is
+`nnx.to_pure_dict(state)` and `bind(graphdef, params)` gives back a module inside jitted code.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from hire_cli import optimizer, sharding
+from hire_cli.config import ModelConfig
+from hire_cli.model import Transformer
+
+
+@dataclasses.dataclass
+class Setup:
+  graphdef: nnx.GraphDef
+  tx: optax.GradientTransformation
+  state: dict  # {"params", "opt", "step"}
+  state_shardings: dict
+  mesh: Mesh
+
+
+def bind(graphdef: nnx.GraphDef, params) -> Transformer:
+  return nnx.merge(graphdef, params)
+
+
+def abstract_model(cfg: ModelConfig):
+  """(graphdef, abstract pure params, logical axes) without allocating anything."""
+  abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  graphdef, st = nnx.split(abstract)
+  return graphdef, nnx.to_pure_dict(st), sharding.logical_axes(st)
+
+
+def init_params(cfg: ModelConfig, seed: int, mesh: Mesh):
+  """(graphdef, params) with params created directly in their sharded layout."""
+  graphdef, abstract, axes = abstract_model(cfg)
+  shardings = sharding.param_shardings(abstract, axes, mesh)
+
+  def init():
+    return nnx.to_pure_dict(nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed))))
+
+  return graphdef, jax.jit(init, out_shardings=shardings)()
+
+
+def create(cfg: ModelConfig, opt_cfg: optimizer.OptimizerConfig, total_steps: int, seed: int,
+           mesh: Mesh, *, abstract_only: bool = False) -> Setup:
+  """The train state {params, opt, step}. With `abstract_only`, shapes and shardings only
+  (the restore target when a checkpoint exists)."""
+  graphdef, abstract_params, axes = abstract_model(cfg)
+  p_shard = sharding.param_shardings(abstract_params, axes, mesh)
+  tx = optimizer.make(opt_cfg, total_steps, abstract_params)
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  # Optimizer moments shard like the parameters they follow; scalars are replicated.
+  opt_shard = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, p_shard,
+                                    transform_non_params=lambda _: sharding.replicated(mesh))
+  shardings = {"params": p_shard, "opt": opt_shard, "step": sharding.replicated(mesh)}
+  if abstract_only:
+    state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                         {"params": abstract_params, "opt": abstract_opt,
+                          "step": jax.ShapeDtypeStruct((), jnp.int32)}, shardings)
+    return Setup(graphdef, tx, state, shardings, mesh)
+  _, params = init_params(cfg, seed, mesh)
+  opt = jax.jit(tx.init, out_shardings=opt_shard)(params)
+  step = jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh))
+  return Setup(graphdef, tx, {"params": params, "opt": opt, "step": step}, shardings, mesh)

@@ -1,0 +1,63 @@
+"""A TFDS builder for the shipped English corpus (`data/corpus/*.jsonl.gz`), built offline.
+
+The corpus files are the builder's manual_dir; nothing is downloaded. `prepare()` builds it once
+into `paths.tfds_data_dir()`, after which `tfds.load("hire_corpus", data_dir=...)` and
+`seqio.TfdsDataSource` read it like any registered dataset.
+"""
+
+import gzip
+import json
+import pathlib
+
+import tensorflow_datasets as tfds
+
+from hire_cli import errors, paths
+
+SPLITS = ("train", "validation", "test")
+
+
+class HireCorpus(tfds.core.GeneratorBasedBuilder):
+  """Real English text: World English Bible, Jane Austen, Brown corpus, Python docs."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release, built from data/corpus."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `python data/build_corpus.py`; it writes data/corpus/."
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="Shipped offline English pretraining corpus of the hire toolkit.",
+        features=tfds.features.FeaturesDict({
+            "id": tfds.features.Text(),
+            "source": tfds.features.Text(),
+            "text": tfds.features.Text(),
+        }),
+        supervised_keys=None,
+        homepage="data/README.md",
+    )
+
+  def _split_generators(self, dl_manager):
+    root = pathlib.Path(dl_manager.manual_dir)
+    return {split: self._generate_examples(root / f"{split}.jsonl.gz") for split in SPLITS}
+
+  def _generate_examples(self, path):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+      for line in f:
+        ex = json.loads(line)
+        yield ex["id"], {"id": ex["id"], "source": ex["source"], "text": ex["text"]}
+
+
+def prepare(data_dir: pathlib.Path | None = None, manual_dir: pathlib.Path | None = None):
+  """Builds the dataset if it is not built yet; returns the TFDS data_dir."""
+  data_dir = pathlib.Path(data_dir or paths.tfds_data_dir())
+  manual_dir = pathlib.Path(manual_dir or paths.corpus_dir())
+  missing = [s for s in SPLITS if not (manual_dir / f"{s}.jsonl.gz").is_file()]
+  if missing:
+    raise errors.UserError(
+        f"corpus split(s) {missing} not found in {manual_dir}; run `python data/build_corpus.py` "
+        "or point HIRE_DATA_DIR at a folder with corpus/{train,validation,test}.jsonl.gz")
+  builder = HireCorpus(data_dir=str(data_dir))
+  if not builder.is_prepared():
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(manual_dir), try_download_gcs=False))
+  return data_dir

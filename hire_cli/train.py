@@ -1,0 +1,164 @@
+"""`hire train`: pretraining with periodic evaluation, Orbax checkpoints and exact resume."""
+
+import math
+import pathlib
+import signal
+
+import jax
+import jax.numpy as jnp
+
+from hire_cli import checkpoint, data, errors, evaluate, loss, optimizer, reporting, sharding, state
+from hire_cli.config import ModelConfig
+
+
+def make_train_step(setup: state.Setup):
+  graphdef, tx = setup.graphdef, setup.tx
+
+  def loss_fn(params, inputs_BxL, targets_BxL):
+    return loss.lm_objective(state.bind(graphdef, params), inputs_BxL, targets_BxL)
+
+  def step_fn(st, inputs_BxL, targets_BxL):
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        st["params"], inputs_BxL, targets_BxL)
+    updates, opt = tx.update(grads, st["opt"], st["params"])
+    params = jax.tree.map(lambda p, u: p + u, st["params"], updates)
+    metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32)**2)
+                                        for g in jax.tree.leaves(grads)))
+    return {"params": params, "opt": opt, "step": st["step"] + 1}, metrics
+
+  return jax.jit(step_fn, out_shardings=(setup.state_shardings, None), donate_argnums=0)
+
+
+class _StopFlag:
+  """SIGTERM (preemption) asks the loop to save and exit cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    def handler(signum, frame):
+      self.requested = True
+    try:
+      self._old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. under some test runners)
+      self._old = None
+    return self
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
+          opt: optimizer.OptimizerConfig, mesh_cfg: sharding.MeshConfig, train_steps: int,
+          batch_size: int, seed: int = 0, checkpoint_every: int = 100, keep_checkpoints: int = 3,
+          log_every: int = 10, eval_every: int = 0, eval_batches: int = 8,
+          operative_config: str = "") -> dict:
+  """Trains until `train_steps`, resuming from the latest checkpoint in `model_dir`.
+
+  Returns the final metrics (last train loss, validation loss if evaluated)."""
+  if train_steps <= 0:
+    raise errors.UserError(f"TRAIN_STEPS={train_steps} must be a positive number of steps")
+  if batch_size <= 0:
+    raise errors.UserError(f"BATCH_SIZE={batch_size} must be positive")
+  if data_cfg.seq_len > model.max_len:
+    raise errors.UserError(f"SEQ_LEN={data_cfg.seq_len} exceeds the model's max_len={model.max_len}")
+  workdir = pathlib.Path(model_dir)
+  _check_writable(workdir)
+  mesh = sharding.make_mesh(mesh_cfg)
+  if batch_size % mesh.shape["data"]:
+    raise errors.UserError(
+        f"BATCH_SIZE={batch_size} is not divisible by the mesh's data axis ({mesh.shape['data']}); "
+        "use a multiple of it")
+  if reporting.is_chief() and operative_config:
+    (workdir / "config.gin").write_text(operative_config)
+
+  rows_NxL = data.load_rows(data_cfg, "train")
+  stream = data.BatchStream(rows_NxL, batch_size, seed, jax.process_index(), jax.process_count())
+  vocab_size = int(rows_NxL.max()) + 1
+  if vocab_size > model.vocab_size:
+    raise errors.UserError(
+        f"the data has token ids up to {vocab_size - 1} but the model's vocab_size is "
+        f"{model.vocab_size}; set ModelConfig.vocab_size to the vocabulary's size")
+  val_rows = data.load_rows(data_cfg, "validation") if eval_every else None
+
+  mgr = checkpoint.manager(workdir, max_to_keep=keep_checkpoints)
+  latest = mgr.latest_step()
+  if latest is not None:
+    checkpoint.check_compatible(checkpoint.read_meta(mgr, latest), model, str(workdir))
+    setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True)
+    setup.state = checkpoint.restore(mgr, latest, setup.state)
+    start = int(setup.state["step"])
+    reporting.say(f"Resuming from checkpoint at step {start} in {workdir / 'checkpoints'}")
+  else:
+    setup = state.create(model, opt, train_steps, seed, mesh)
+    start = 0
+    reporting.say(f"Starting from scratch in {workdir} ({model.num_params() / 1e6:.2f}M params, "
+                  f"{len(rows_NxL)} train rows of {data_cfg.seq_len} tokens)")
+  if start >= train_steps:
+    reporting.say(f"Already at step {start} >= TRAIN_STEPS={train_steps}; nothing to train.")
+    return {"step": start}
+
+  step_fn = make_train_step(setup)
+  eval_fn = evaluate.make_loss_fn(setup.graphdef) if eval_every else None
+  writer = reporting.writer(workdir / "tb" / "train")
+  progress = reporting.Progress(start, train_steps)
+  st = setup.state
+  pending = None  # metrics of the previous step, pulled after the next one is dispatched
+  last = {}
+
+  def flush(step_done, metrics):
+    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if not math.isfinite(m["loss"]):
+      raise FloatingPointError(
+          f"loss became {m['loss']} at step {step_done}; no checkpoint was written for it. Lower "
+          f"LEARNING_RATE or check the data; the run can resume from step {mgr.latest_step()}")
+    return m
+
+  with _StopFlag() as stop:
+    for step in range(start, train_steps):
+      targets_BxL = stream.batch(step)
+      inputs = sharding.to_global(data.lm_inputs(targets_BxL), mesh)
+      targets = sharding.to_global(targets_BxL, mesh)
+      st, metrics = step_fn(st, inputs, targets)
+      done = step + 1
+      if pending is not None:
+        last = flush(*pending)
+        if pending[0] % log_every == 0 or pending[0] == start + 1:
+          lr = float(optimizer.schedule(opt, train_steps)(pending[0] - 1))
+          writer.write_scalars(pending[0], {**last, "learning_rate": lr})
+          reporting.say(progress.line(pending[0], f"loss {last['loss']:.4f} lr {lr:.2e}"))
+      pending = (done, metrics)
+      should_save = done % checkpoint_every == 0 or done == train_steps or stop.requested
+      if should_save:
+        last = flush(*pending)  # never checkpoint a non-finite state
+      if eval_every and done % eval_every == 0:
+        val = evaluate.mean_loss(eval_fn, st["params"], val_rows, batch_size, eval_batches, mesh)
+        writer.write_scalars(done, {"eval/loss": val, "eval/perplexity": math.exp(min(val, 50))})
+        reporting.say(f"  eval at step {done}: validation loss {val:.4f} "
+                      f"(perplexity {math.exp(min(val, 50)):.1f})")
+        last["eval_loss"] = val
+      if should_save:
+        checkpoint.save(mgr, done, st, checkpoint.meta_for(model, data_cfg, done, seed))
+      if stop.requested:
+        reporting.say(f"SIGTERM received: saved checkpoint at step {done}, exiting.")
+        break
+    if pending is not None:
+      last = flush(*pending)
+  writer.flush()
+  mgr.close()
+  final_step = int(jax.device_get(st["step"]))
+  reporting.say(f"Finished at step {final_step}: train loss {last.get('loss', float('nan')):.4f}")
+  return {"step": final_step, **last}
+
+
+def _check_writable(workdir: pathlib.Path) -> None:
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / ".write_probe"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise errors.UserError(f"MODEL_DIR {workdir} is not writable ({e.strerror}); "
+                           "choose another with --gin.MODEL_DIR=...") from None
