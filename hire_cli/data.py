@@ -41,7 +41,7 @@ def load_rows(cfg: DataConfig, split: str) -> np.ndarray:
   if split not in task.splits:
     raise errors.UserError(f"task {cfg.task} has no split {split!r}; it has {list(task.splits)}")
   ds = task.get_dataset(sequence_length={"targets": cfg.seq_len}, split=split, shuffle=False,
-                        seed=0, use_cached=False)
+                        seed=0, use_cached=False, try_in_mem_cache=False)
   converter = seqio.LMFeatureConverter(pack=False)
   ds = converter(ds, {"targets": cfg.seq_len})
   if cfg.max_rows:

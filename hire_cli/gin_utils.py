@@ -55,8 +55,24 @@ def parse(gin_files: list[str] | None, bindings: list[str] | None) -> None:
     raise errors.UserError(f"bad gin config: {_one_line(e)}") from None
 
 
+REQUIRED_MACROS = ("MODEL_DIR", "MODEL")
+
+
+def _check_required() -> None:
+  for macro in REQUIRED_MACROS:
+    try:
+      value = gin.query_parameter(f"%{macro}")
+    except ValueError:
+      raise errors.UserError(f"{macro} is not set; include a configs/experiments file or pass "
+                             f"--gin.{macro}=...") from None
+    if "gin.REQUIRED" in repr(value):
+      raise errors.UserError(f"{macro} is required but unset; pass --gin.{macro}=... or use a "
+                             "configs/experiments file that sets it")
+
+
 def call(name: str):
   """Calls the configurable entry function `name` with what gin bound to it."""
+  _check_required()
   fn = gin.get_configurable(name)
   try:
     return fn()

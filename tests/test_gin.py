@@ -1,0 +1,41 @@
+import gin
+import pytest
+
+from hire_cli import cli_args, errors, gin_utils
+
+
+def test_shorthand_rewrites_and_quotes_strings():
+  argv = cli_args.rewrite_argv(["hire", "train", "--gin.MODEL_DIR=/tmp/x", "--gin.TRAIN_STEPS=5",
+                                "--gin.INIT='random'", "--gin_file=a.gin"])
+  assert argv == ["hire", "train", "--gin_bindings=MODEL_DIR = '/tmp/x'",
+                  "--gin_bindings=TRAIN_STEPS = 5", "--gin_bindings=INIT = 'random'",
+                  "--gin_file=a.gin"]
+
+
+def test_default_experiment_and_overrides_later_win():
+  gin_utils.parse(None, ["TRAIN_STEPS = 7", "BATCH_SIZE = 4", "TRAIN_STEPS = 9"])
+  assert gin.query_parameter("%TRAIN_STEPS") == 9
+  assert gin.query_parameter("%BATCH_SIZE") == 4
+  assert gin.query_parameter("%MODEL_DIR") == "./runs/default"
+  assert gin.query_parameter("ModelConfig.d_model") == 64
+
+
+def test_later_gin_file_wins():
+  gin_utils.parse(["configs/experiments/tiny_dense.gin", "configs/models/small.gin"], [])
+  assert gin.query_parameter("ModelConfig.d_model") == 256
+
+
+def test_missing_gin_file_suggests_the_right_one():
+  with pytest.raises(errors.UserError, match="did you mean configs/experiments/tiny_dense.gin"):
+    gin_utils.parse(["configs/experiments/tiny_dnse.gin"], [])
+
+
+def test_unknown_binding_is_a_user_error():
+  with pytest.raises(errors.UserError, match="unknown gin name"):
+    gin_utils.parse(None, ["ModelConfg.d_model = 3"])
+
+
+def test_required_macro_unset_is_a_user_error():
+  gin_utils.parse(["configs/models/tiny.gin", "configs/runs/pretrain.gin"], [])
+  with pytest.raises(errors.UserError, match="MODEL_DIR|model_dir|REQUIRED"):
+    gin_utils.call("train")
