@@ -24,6 +24,9 @@ def make_train_step(setup: state.Setup):
     params = jax.tree.map(lambda p, u: p + u, st["params"], updates)
     metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32)**2)
                                         for g in jax.tree.leaves(grads)))
+    # The loss is that of the old parameters; the new ones must be finite too before a save.
+    metrics["params_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p))
+                                                  for p in jax.tree.leaves(params)]))
     return {"params": params, "opt": opt, "step": st["step"] + 1}, metrics
 
   return jax.jit(step_fn, out_shardings=(setup.state_shardings, None), donate_argnums=0)
@@ -110,10 +113,13 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
 
   def flush(step_done, metrics):
     m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    if not math.isfinite(m["loss"]):
+    finite_params = bool(m.pop("params_finite"))
+    if not (math.isfinite(m["loss"]) and finite_params):
+      what = f"loss became {m['loss']}" if not math.isfinite(m["loss"]) else \
+          "the parameters became non-finite"
       raise FloatingPointError(
-          f"loss became {m['loss']} at step {step_done}; no checkpoint was written for it. Lower "
-          f"LEARNING_RATE or check the data; the run can resume from step {mgr.latest_step()}")
+          f"{what} at step {step_done}; no checkpoint was written for it. Lower LEARNING_RATE "
+          f"or check the data; the run can resume from step {mgr.latest_step()}")
     return m
 
   with _StopFlag() as stop:
