@@ -38,18 +38,35 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_state):
   return out["state"]
 
 
-def meta_for(model_cfg: ModelConfig, data_cfg, step: int, seed: int):
+SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "activation",
+                "tie_embeddings")
+
+
+def param_shapes(params) -> dict:
+  """{"blocks/0/ffn/w_in": [F, D], ...}: what a checkpoint must match to be restored."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path): list(x.shape) for path, x in flat}
+
+
+def meta_for(model_cfg: ModelConfig, data_cfg, step: int, seed: int, params) -> dict:
   return {"step": step, "seed": seed, "model": dataclasses.asdict(model_cfg),
-          "data": dataclasses.asdict(data_cfg)}
+          "data": dataclasses.asdict(data_cfg), "param_shapes": param_shapes(params)}
 
 
-def check_compatible(meta: dict, model_cfg: ModelConfig, where: str) -> None:
-  """A checkpoint must come from a model of the same shape."""
+def check_compatible(meta: dict, model_cfg: ModelConfig, abstract_params, where: str) -> None:
+  """A checkpoint must come from a model of the same shape (HiRE knobs such as k' may differ)."""
   saved = meta.get("model", {})
-  diff = {k: (saved.get(k), v) for k, v in dataclasses.asdict(model_cfg).items()
-          if k not in ("dtype",) and saved.get(k) != v}
+  cur = dataclasses.asdict(model_cfg)
+  diff = {k: (saved.get(k), cur[k]) for k in SHAPE_FIELDS if saved.get(k) != cur[k]}
   if diff:
     pretty = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
     raise errors.UserError(
         f"checkpoint in {where} is from a different model ({pretty}); use a new MODEL_DIR or the "
         "config it was trained with")
+  want, have = param_shapes(abstract_params), meta.get("param_shapes", {})
+  bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+  if bad:
+    raise errors.UserError(
+        f"checkpoint in {where} has other parameters than this config ({len(bad)} differ, e.g. "
+        f"{bad[0]}: checkpoint {have.get(bad[0])} vs config {want.get(bad[0])}); use the variant "
+        "and approximator settings it was trained with, or a new MODEL_DIR")

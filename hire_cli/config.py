@@ -5,8 +5,51 @@ import dataclasses
 import jax.numpy as jnp
 
 from hire_cli import errors
+from hire_cli.approx import ApproxConfig
 
 ACTIVATIONS = ("relu", "gelu", "swiglu")
+TOPK_METHODS = ("exact", "two_stage", "approx_max_k")
+
+
+@dataclasses.dataclass(frozen=True)
+class HiReSoftmaxConfig:
+  """HiRE-Softmax (HIRE.md section 1): approximate scores -> k' candidates -> exact top-k."""
+
+  approx: ApproxConfig = ApproxConfig()  # the compressed copy of the output layer W
+  k: int = 32  # outputs wanted (top-k logits handed to sampling)
+  k_prime: int = 256  # k': candidates rescored exactly (k <= k' <= V)
+  topk_method: str = "exact"  # how candidates are picked: exact | two_stage | approx_max_k
+  loss_weight: float = 1.0  # weight of the approximator's distillation loss
+  temperature: float = 1.0  # T of the distillation softmax
+
+  def validate(self, vocab_size: int, d_model: int):
+    if not 0 < self.k <= vocab_size:
+      raise errors.UserError(f"HiReSoftmaxConfig.k={self.k} must be in 1..V={vocab_size}")
+    if not self.k <= self.k_prime <= vocab_size:
+      raise errors.UserError(f"HiReSoftmaxConfig.k_prime={self.k_prime} must satisfy k={self.k} "
+                             f"<= k' <= V={vocab_size}; raise k_prime or lower k")
+    if self.topk_method not in TOPK_METHODS:
+      raise errors.UserError(f"HiReSoftmaxConfig.topk_method={self.topk_method!r}; use one of "
+                             f"{TOPK_METHODS}")
+    if self.temperature <= 0 or self.loss_weight < 0:
+      raise errors.UserError("HiReSoftmaxConfig.temperature must be > 0 and loss_weight >= 0")
+    self.approx.validate(vocab_size, d_model)
+
+
+@dataclasses.dataclass(frozen=True)
+class HiReFfnConfig:
+  """HiRE-FFN (HIRE.md section 2): group-sparse top-k FFN with an approximator of W_in."""
+
+  approx: ApproxConfig = ApproxConfig(rank=32)  # the compressed copy of W_in
+  group_size: int = 8  # g: units per contiguous group
+  k_fraction: float = 0.05  # fraction of the F units kept per token (k_g = round(frac F / g))
+  k_prime_factor: float = 2.0  # k'_g = ceil(factor * k_g) candidate groups from the approximator
+  n_static: int = 0  # groups every token always uses (trained as always-on)
+  batch_budget_factor: float = 2.0  # dynamic overlap: shared set of ceil(factor * k'_g) groups
+  score: str = "l2"  # group score: l2 (norm of the group's activations) | sum (of magnitudes)
+  topk_method: str = "exact"  # exact | two_stage | approx_max_k
+  loss_weight: float = 1.0  # weight of the FFN approximator's distillation loss
+  temperature: float = 1.0  # T of the distillation softmax over group scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +68,8 @@ class ModelConfig:
   rope_base: float = 10000.0  # rotary position frequency base
   dtype: str = "float32"  # compute dtype (bfloat16 on accelerators)
   param_dtype: str = "float32"  # storage dtype of the parameters
+  hire_softmax: HiReSoftmaxConfig | None = None  # None = dense output layer
+  hire_ffn: HiReFfnConfig | None = None  # None = dense FFN
 
   def __post_init__(self):
     if self.activation not in ACTIVATIONS:
@@ -37,6 +82,9 @@ class ModelConfig:
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
         raise errors.UserError(
             f"ModelConfig.{name}={getattr(self, name)!r}; use float32, bfloat16 or float16.")
+
+    if self.hire_softmax is not None:
+      self.hire_softmax.validate(self.vocab_size, self.d_model)
 
   @property
   def compute_dtype(self):

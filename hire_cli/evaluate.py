@@ -1,31 +1,61 @@
-"""`hire eval`: restore the latest checkpoint and report validation loss and perplexity."""
+"""`hire eval`: restore the latest checkpoint and report validation loss and perplexity, and for
+HiRE variants the recall of every approximator and what HiRE inference serves."""
 
 import math
 import pathlib
 
 import jax
+import jax.numpy as jnp
 
-from hire_cli import checkpoint, data, errors, loss, optimizer, reporting, sharding, state
+from hire_cli import (checkpoint, data, errors, loss, optimizer, reporting, sharding, softmax,
+                      state)
 from hire_cli.config import ModelConfig
 
 
-def make_loss_fn(graphdef):
+def make_eval_fn(graphdef, ks=(1, 8, 32)):
+  """Jitted per-batch metrics: exact validation loss; with HiRE layers also the per-layer recall
+  of the approximators, and what HiRE inference serves (FFN on predicted groups, softmax on the
+  candidates): served loss, recall/softmax@k and top-1 agreement with the exact model."""
+
   @jax.jit
-  def loss_fn(params, inputs_BxL, targets_BxL):
+  def eval_fn(params, inputs_BxL, targets_BxL):
     model = state.bind(graphdef, params)
     h_BxLxD, _ = model(inputs_BxL)
-    return loss.cross_entropy(model.logits(h_BxLxD), targets_BxL)[0]
-  return loss_fn
+    exact_BxLxV = model.logits(h_BxLxD)
+    out = {"loss": loss.cross_entropy(exact_BxLxV, targets_BxL)[0]}
+    _, aux = loss.collect_aux(model)
+    out.update({k: v for k, v in aux.items() if k.startswith("recall/ffn")})
+    cfg = model.cfg
+    if cfg.hire_softmax is None and cfg.hire_ffn is None:
+      return out
+    exact_top1_BxL = jnp.argmax(exact_BxLxV, -1)
+    hs_BxLxD, _ = model(inputs_BxL, hire=True)  # FFN layers on their predicted groups
+    served_BxLxV = model.logits(hs_BxLxD)
+    loss.collect_aux(model)  # discard what the served pass sowed
+    if cfg.hire_ffn is not None:
+      out["top1_agreement/ffn"] = jnp.mean(jnp.argmax(served_BxLxV, -1) == exact_top1_BxL)
+    if cfg.hire_softmax is not None:
+      cand_BxLxKp = model.head.candidates(hs_BxLxD)
+      out.update(softmax.served_metrics(served_BxLxV, cand_BxLxKp, targets_BxL, ks,
+                                        exact_top1_BxL))
+    else:
+      out["served_loss"] = loss.cross_entropy(served_BxLxV, targets_BxL)[0]
+      out["top1_agreement"] = out["top1_agreement/ffn"]
+    return out
+
+  return eval_fn
 
 
-def mean_loss(loss_fn, params, rows_NxL, batch_size, max_batches, mesh) -> float:
-  """Mean validation loss over fixed batches (the same every call)."""
+def mean_metrics(eval_fn, params, rows_NxL, batch_size, max_batches, mesh) -> dict:
+  """Metrics averaged over fixed validation batches (the same every call)."""
   per_process = batch_size // jax.process_count()
-  losses = []
+  results = []
   for batch in data.eval_batches(rows_NxL, batch_size, max_batches):
     local = batch[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
-    losses.append(loss_fn(params, sharding.to_global(data.lm_inputs(local), mesh), sharding.to_global(local, mesh)))
-  return float(sum(jax.device_get(losses)) / len(losses))
+    results.append(eval_fn(params, sharding.to_global(data.lm_inputs(local), mesh),
+                           sharding.to_global(local, mesh)))
+  results = jax.device_get(results)
+  return {k: float(sum(r[k] for r in results) / len(results)) for k in results[0]}
 
 
 def restore_params(model_dir: str, model: ModelConfig, mesh):
@@ -38,11 +68,17 @@ def restore_params(model_dir: str, model: ModelConfig, mesh):
   step = mgr.latest_step()
   if step is None:
     raise errors.UserError(f"no complete checkpoint in {workdir / 'checkpoints'}")
-  checkpoint.check_compatible(checkpoint.read_meta(mgr, step), model, str(workdir))
-  setup = state.create(model, optimizer.OptimizerConfig(), 1, 0, mesh, abstract_only=True)
+  meta = checkpoint.read_meta(mgr, step)
+  setup = state.create(model, optimizer.OptimizerConfig(), 1, 0, mesh, abstract_only=True,
+                       freeze_model=_is_post_hoc(meta))
+  checkpoint.check_compatible(meta, model, setup.state["params"], str(workdir))
   restored = checkpoint.restore(mgr, step, setup.state)
   mgr.close()
   return step, setup.graphdef, restored["params"]
+
+
+def _is_post_hoc(meta: dict) -> bool:
+  return bool(meta.get("post_hoc", False))
 
 
 def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
@@ -52,10 +88,14 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   mesh = sharding.make_mesh(mesh_cfg)
   step, graphdef, params = restore_params(model_dir, model, mesh)
   val_rows = data.load_rows(data_cfg, "validation")
-  val_loss = mean_loss(make_loss_fn(graphdef), params, val_rows, batch_size, eval_batches, mesh)
+  found = mean_metrics(make_eval_fn(graphdef), params, val_rows, batch_size, eval_batches, mesh)
   n_batches = len(data.eval_batches(val_rows, batch_size, eval_batches))
-  metrics = {"step": int(step), "loss": val_loss, "perplexity": math.exp(min(val_loss, 50)),
+  metrics = {"step": int(step), "loss": found.pop("loss"),
              "eval_tokens": n_batches * batch_size * data_cfg.seq_len}
+  metrics["perplexity"] = math.exp(min(metrics["loss"], 50))
+  if "served_loss" in found:
+    found["served_perplexity"] = math.exp(min(found["served_loss"], 50))
+  metrics.update(found)
   if unigram_baseline:
     evaluated = val_rows[:n_batches * batch_size]
     metrics["unigram_loss"] = data.unigram_loss(data.load_rows(data_cfg, "train"), evaluated,

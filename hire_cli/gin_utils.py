@@ -10,7 +10,8 @@ import re
 import gin
 
 from hire_cli import bench, data, errors, evaluate, optimizer, paths, sharding, train
-from hire_cli.config import ModelConfig
+from hire_cli.approx import ApproxConfig
+from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 
 CONFIGS_DIR = paths.REPO_ROOT / "configs"
 DEFAULT_EXPERIMENT = "configs/experiments/tiny_dense.gin"
@@ -23,6 +24,9 @@ def register() -> None:
   if _registered:
     return
   gin.external_configurable(ModelConfig, "ModelConfig")
+  gin.external_configurable(HiReSoftmaxConfig, "HiReSoftmaxConfig")
+  gin.external_configurable(HiReFfnConfig, "HiReFfnConfig")
+  gin.external_configurable(ApproxConfig, "ApproxConfig")
   gin.external_configurable(data.DataConfig, "DataConfig")
   gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
   gin.external_configurable(sharding.MeshConfig, "MeshConfig")
@@ -92,5 +96,6 @@ def _one_line(e: Exception) -> str:
   m = re.search(r"No configurable matching '([^']+)'", text)
   if m:
     return f"unknown gin name {m.group(1)!r}; check the spelling (configurables: ModelConfig, "\
-           "DataConfig, OptimizerConfig, MeshConfig, train, evaluate, bench_latency)"
+           "HiReSoftmaxConfig, HiReFfnConfig, ApproxConfig, DataConfig, OptimizerConfig, MeshConfig, "\
+           "train, evaluate, bench_latency)"
   return text[:400]

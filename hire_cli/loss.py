@@ -1,8 +1,14 @@
-"""Training objectives. The model is trained on exact next-token cross-entropy."""
+"""Training objectives (HIRE.md section 3).
 
+The model is trained on exact next-token cross-entropy. HiRE layers add their approximators'
+distillation losses, computed on stop-gradient targets, by sowing `hire_aux` intermediates
+({"loss": weighted loss, "metrics": {...}}); `collect_aux` gathers them and names the metrics
+per layer (`recall/softmax@32`, `recall/ffn/layer_0@k`, ...).
+"""
 
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 
 def cross_entropy(logits_BxLxV, targets_BxL, weights_BxL=None):
@@ -15,12 +21,39 @@ def cross_entropy(logits_BxLxV, targets_BxL, weights_BxL=None):
   return jnp.sum(ce_BxL * weights_BxL) / jnp.maximum(total, 1.0), total
 
 
+def _metric_name(name: str, where: str) -> str:
+  base, at, k = name.partition("@")
+  return f"{base}/{where}{at}{k}"
+
+
+def collect_aux(model) -> tuple[jnp.ndarray, dict]:
+  """Pops every `hire_aux` the last forward pass sowed: (sum of losses, named metrics)."""
+  sown = nnx.to_pure_dict(nnx.pop(model, nnx.Intermediate))
+  total = jnp.zeros((), jnp.float32)
+  metrics, ffn_layers = {}, {}
+  head_aux = sown.get("head", {}).get("hire_aux", ())
+  for aux in head_aux:
+    total = total + aux["loss"]
+    metrics.update({_metric_name(k, "softmax"): v for k, v in aux["metrics"].items()})
+  for i, block in sorted(sown.get("blocks", {}).items()):
+    for aux in block.get("ffn", {}).get("hire_aux", ()):
+      total = total + aux["loss"]
+      for k, v in aux["metrics"].items():
+        metrics[_metric_name(k, f"ffn/layer_{i}")] = v
+        ffn_layers.setdefault(k, []).append(v)
+  for k, values in ffn_layers.items():  # mean over layers
+    metrics[_metric_name(k, "ffn")] = jnp.mean(jnp.stack(values))
+  return total, metrics
+
+
 def lm_objective(model, inputs_BxL, targets_BxL):
-  """(total loss, metrics) for one batch. HiRE variants add their approximator losses here."""
+  """(total loss, metrics) for one batch: exact LM loss plus the approximators' losses."""
   h_BxLxD, _ = model(inputs_BxL)
   logits_BxLxV = model.logits(h_BxLxD)
   loss, ntok = cross_entropy(logits_BxLxV, targets_BxL)
+  aux_loss, aux_metrics = collect_aux(model)
   acc = jnp.mean(jnp.argmax(logits_BxLxV, -1) == targets_BxL)
-  return loss, {"loss": loss, "accuracy": acc, "tokens": ntok}
-
-
+  metrics = {"loss": loss, "accuracy": acc, "tokens": ntok, **aux_metrics}
+  if aux_metrics:
+    metrics["approx_loss_total"] = aux_loss
+  return loss + aux_loss, metrics

@@ -1,9 +1,10 @@
 """Decoder-only Transformer in Flax NNX: RMSNorm, rotary positions, causal attention with a KV
-cache, an FFN and an output head.
+cache, an FFN (`ffn.py`) and an output head (`softmax.py`).
 
-The FFN (`Block.ffn`) and the output head (`Transformer.head`) are built by `make_ffn` and
-`make_head`: these are the seams where HiRE-FFN and HiRE-Softmax replace the dense layers.
-Every parameter carries logical axis names (`axes=`) that `sharding.py` maps onto a mesh.
+`make_ffn` and `make_head` build the dense or the HiRE layer from the config. `hire=True` asks
+every HiRE layer for its inference path (predicted candidates, exact compute on them only);
+`hire=False` is the model as trained. Every parameter carries logical axis names (`axes=`) that
+`sharding.py` maps onto a mesh.
 """
 
 import math
@@ -13,33 +14,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hire_cli.config import ModelConfig
-
-
-def _param(rngs: nnx.Rngs, shape, std: float, axes, cfg: ModelConfig) -> nnx.Param:
-  value = std * jax.random.normal(rngs.params(), shape, jnp.dtype(cfg.param_dtype))
-  return nnx.Param(value, axes=axes)
-
-
-class RMSNorm(nnx.Module):
-
-  def __init__(self, cfg: ModelConfig):
-    self.scale = nnx.Param(jnp.ones((cfg.d_model,), jnp.dtype(cfg.param_dtype)), axes=("embed",))
-
-  def __call__(self, x_BxLxD):
-    x32 = x_BxLxD.astype(jnp.float32)
-    inv = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
-    return (x32 * inv * self.scale[...].astype(jnp.float32)).astype(x_BxLxD.dtype)
-
-
-def rope(x_BxLxHxK, pos_BxL, base: float):
-  """Rotary position embedding on the last axis (split into two halves)."""
-  half = x_BxLxHxK.shape[-1] // 2
-  freq_F = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angle_BxLxF = pos_BxL[..., None].astype(jnp.float32) * freq_F
-  sin, cos = jnp.sin(angle_BxLxF)[:, :, None, :], jnp.cos(angle_BxLxF)[:, :, None, :]
-  x1, x2 = x_BxLxHxK[..., :half].astype(jnp.float32), x_BxLxHxK[..., half:].astype(jnp.float32)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BxLxHxK.dtype)
+from hire_cli.ffn import make_ffn
+from hire_cli.layers import RMSNorm, param, rope
+from hire_cli.softmax import make_head
 
 
 class Attention(nnx.Module):
@@ -48,8 +25,8 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     d, h, k = cfg.d_model, cfg.n_heads, cfg.d_head
-    self.w_qkv = _param(rngs, (d, 3, h, k), d**-0.5, ("embed", None, "heads", "kv"), cfg)
-    self.w_out = _param(rngs, (h, k, d), (h * k)**-0.5 / math.sqrt(2 * cfg.n_layers),
+    self.w_qkv = param(rngs, (d, 3, h, k), d**-0.5, ("embed", None, "heads", "kv"), cfg)
+    self.w_out = param(rngs, (h, k, d), (h * k)**-0.5 / math.sqrt(2 * cfg.n_layers),
                         ("heads", "kv", "embed"), cfg)
 
   def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None):
@@ -79,58 +56,6 @@ class Attention(nnx.Module):
     return out_BxLxD, new_cache
 
 
-def activate(pre_BxLxF, gate_BxLxF, activation: str):
-  if activation == "relu":
-    return jax.nn.relu(pre_BxLxF)
-  if activation == "gelu":
-    return jax.nn.gelu(pre_BxLxF)
-  return jax.nn.silu(gate_BxLxF) * pre_BxLxF  # swiglu
-
-
-class Ffn(nnx.Module):
-  """Dense FFN. Weights are stored unit-major (F x D) so a group of units is a contiguous block."""
-
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.cfg = cfg
-    d, f = cfg.d_model, cfg.d_ff
-    self.w_in = _param(rngs, (f, d), d**-0.5, ("mlp", "embed"), cfg)
-    if cfg.activation == "swiglu":
-      self.w_gate = _param(rngs, (f, d), d**-0.5, ("mlp", "embed"), cfg)
-    self.w_out = _param(rngs, (f, d), f**-0.5 / math.sqrt(2 * cfg.n_layers), ("mlp", "embed"), cfg)
-
-  def hidden(self, x_BxLxD):
-    """Activations of all F units."""
-    dt = self.cfg.compute_dtype
-    pre_BxLxF = jnp.einsum("bld,fd->blf", x_BxLxD, self.w_in[...].astype(dt))
-    gate_BxLxF = None
-    if self.cfg.activation == "swiglu":
-      gate_BxLxF = jnp.einsum("bld,fd->blf", x_BxLxD, self.w_gate[...].astype(dt))
-    return activate(pre_BxLxF, gate_BxLxF, self.cfg.activation)
-
-  def __call__(self, x_BxLxD):
-    act_BxLxF = self.hidden(x_BxLxD)
-    return jnp.einsum("blf,fd->bld", act_BxLxF, self.w_out[...].astype(self.cfg.compute_dtype))
-
-
-class DenseHead(nnx.Module):
-  """Exact output layer: logits = W h with W: V x D."""
-
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.cfg = cfg
-    self.w = _param(rngs, (cfg.vocab_size, cfg.d_model), cfg.d_model**-0.5, ("vocab", "embed"), cfg)
-
-  def __call__(self, h_BxLxD):
-    return jnp.einsum("bld,vd->blv", h_BxLxD, self.w[...].astype(self.cfg.compute_dtype))
-
-
-def make_ffn(cfg: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Module:
-  return Ffn(cfg, rngs=rngs)
-
-
-def make_head(cfg: ModelConfig, *, rngs: nnx.Rngs):
-  return None if cfg.tie_embeddings else DenseHead(cfg, rngs=rngs)
-
-
 class Block(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -139,10 +64,10 @@ class Block(nnx.Module):
     self.ffn_norm = RMSNorm(cfg)
     self.ffn = make_ffn(cfg, rngs=rngs)
 
-  def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None):
+  def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None, hire=False):
     a_BxLxD, new_cache = self.attn(self.attn_norm(x_BxLxD), pos_BxL, cache, index)
     x_BxLxD = x_BxLxD + a_BxLxD
-    x_BxLxD = x_BxLxD + self.ffn(self.ffn_norm(x_BxLxD))
+    x_BxLxD = x_BxLxD + self.ffn(self.ffn_norm(x_BxLxD), hire=hire)
     return x_BxLxD, new_cache
 
 
@@ -151,12 +76,12 @@ class Transformer(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), 1.0, ("vocab", "embed"), cfg)
+    self.embed = param(rngs, (cfg.vocab_size, cfg.d_model), 1.0, ("vocab", "embed"), cfg)
     self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
     self.final_norm = RMSNorm(cfg)
     self.head = make_head(cfg, rngs=rngs)
 
-  def __call__(self, tokens_BxL, cache=None, index=None):
+  def __call__(self, tokens_BxL, cache=None, index=None, hire=False):
     """Hidden states for `tokens_BxL`. With `cache` (from `init_cache`) the tokens sit at
     positions index .. index+L-1 and the updated cache is returned as the second value."""
     b, l = tokens_BxL.shape
@@ -165,7 +90,7 @@ class Transformer(nnx.Module):
     x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0).astype(self.cfg.compute_dtype)
     new_caches = []
     for i, block in enumerate(self.blocks):
-      x_BxLxD, c = block(x_BxLxD, pos_BxL, None if cache is None else cache[i], index)
+      x_BxLxD, c = block(x_BxLxD, pos_BxL, None if cache is None else cache[i], index, hire)
       new_caches.append(c)
     h_BxLxD = self.final_norm(x_BxLxD)
     return h_BxLxD, (None if cache is None else new_caches)

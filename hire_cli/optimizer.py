@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import jax
 import optax
 
 
@@ -23,12 +24,19 @@ def schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
       decay_steps=max(total_steps, warmup + 1), end_value=cfg.learning_rate * cfg.min_lr_ratio)
 
 
-def make(cfg: OptimizerConfig, total_steps: int, params) -> optax.GradientTransformation:
-  """The optimizer; `params` only shapes the weight-decay mask (matrices decay, vectors not)."""
-  import jax  # local: keeps this module importable without touching devices
+def make(cfg: OptimizerConfig, total_steps: int, params,
+         trainable=None) -> optax.GradientTransformation:
+  """The optimizer; `params` only shapes the weight-decay mask (matrices decay, vectors not).
+
+  `trainable` (a pytree of bools like `params`) freezes the others: post-hoc HiRE trains only
+  the approximators of a model that stays exactly as it was."""
   mask = jax.tree.map(lambda p: p.ndim >= 2, params)
-  return optax.chain(
+  tx = optax.chain(
       optax.clip_by_global_norm(cfg.clip_norm),
       optax.adamw(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2,
                   weight_decay=cfg.weight_decay, mask=mask),
   )
+  if trainable is None:
+    return tx
+  labels = jax.tree.map(lambda t: "train" if t else "freeze", trainable)
+  return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)

@@ -48,13 +48,23 @@ def init_params(cfg: ModelConfig, seed: int, mesh: Mesh):
   return graphdef, jax.jit(init, out_shardings=shardings)()
 
 
+def approximators_only(params):
+  """Trainable mask for post-hoc HiRE: only the approximators' parameters."""
+  def walk(tree, inside):
+    if isinstance(tree, dict):
+      return {k: walk(v, inside or k == "approx") for k, v in tree.items()}
+    return inside
+  return walk(params, False)
+
+
 def create(cfg: ModelConfig, opt_cfg: optimizer.OptimizerConfig, total_steps: int, seed: int,
-           mesh: Mesh, *, abstract_only: bool = False) -> Setup:
+           mesh: Mesh, *, abstract_only: bool = False, freeze_model: bool = False) -> Setup:
   """The train state {params, opt, step}. With `abstract_only`, shapes and shardings only
-  (the restore target when a checkpoint exists)."""
+  (the restore target when a checkpoint exists). `freeze_model` trains the approximators only."""
   graphdef, abstract_params, axes = abstract_model(cfg)
   p_shard = sharding.param_shardings(abstract_params, axes, mesh)
-  tx = optimizer.make(opt_cfg, total_steps, abstract_params)
+  trainable = approximators_only(abstract_params) if freeze_model else None
+  tx = optimizer.make(opt_cfg, total_steps, abstract_params, trainable)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   # Optimizer moments shard like the parameters they follow; scalars are replicated.
   opt_shard = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, p_shard,
@@ -69,3 +79,21 @@ def create(cfg: ModelConfig, opt_cfg: optimizer.OptimizerConfig, total_steps: in
   opt = jax.jit(tx.init, out_shardings=opt_shard)(params)
   step = jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh))
   return Setup(graphdef, tx, {"params": params, "opt": opt, "step": step}, shardings, mesh)
+
+
+def post_hoc_params(graphdef, params, dense_params, shardings):
+  """HiRE parameters from a trained dense model: every weight the dense model has is copied, then
+  each HiRE layer initialises its approximator from its weights (truncated SVD for LR; Q is
+  derived from W anyway)."""
+  def merge(new, old):
+    if isinstance(new, dict):
+      return {k: merge(v, old[k]) if isinstance(old, dict) and k in old else v
+              for k, v in new.items()}
+    return old if old is not None else new
+  merged = merge(params, dense_params)
+  model = bind(graphdef, merged)
+  for _, module in nnx.iter_modules(model):
+    if hasattr(module, "init_from_weights"):
+      module.init_from_weights()
+  out = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  return jax.device_put(out, shardings)

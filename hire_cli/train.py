@@ -1,5 +1,6 @@
 """`hire train`: pretraining with periodic evaluation, Orbax checkpoints and exact resume."""
 
+import dataclasses
 import math
 import pathlib
 import signal
@@ -57,8 +58,11 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
           opt: optimizer.OptimizerConfig, mesh_cfg: sharding.MeshConfig, train_steps: int,
           batch_size: int, seed: int = 0, checkpoint_every: int = 100, keep_checkpoints: int = 3,
           log_every: int = 10, eval_every: int = 0, eval_batches: int = 8,
-          operative_config: str = "") -> dict:
+          post_hoc_from: str = "", operative_config: str = "") -> dict:
   """Trains until `train_steps`, resuming from the latest checkpoint in `model_dir`.
+
+  `post_hoc_from` (a dense run's MODEL_DIR) is HiRE's post-hoc mode: the model starts from that
+  checkpoint, stays frozen, and only the approximators (SVD-initialised) are trained.
 
   Returns the final metrics (last train loss, validation loss if evaluated)."""
   if train_steps <= 0:
@@ -86,17 +90,30 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
         f"{model.vocab_size}; set ModelConfig.vocab_size to the vocabulary's size")
   val_rows = data.load_rows(data_cfg, "validation") if eval_every else None
 
+  post_hoc = bool(post_hoc_from)
+  if post_hoc and model.hire_softmax is None and model.hire_ffn is None:
+    raise errors.UserError("POST_HOC_FROM is set but the model has no HiRE layer; include a "
+                           "configs/variants/hire*.gin file")
   mgr = checkpoint.manager(workdir, max_to_keep=keep_checkpoints)
   latest = mgr.latest_step()
   if latest is not None:
-    checkpoint.check_compatible(checkpoint.read_meta(mgr, latest), model, str(workdir))
-    setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True)
+    setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True,
+                         freeze_model=post_hoc)
+    checkpoint.check_compatible(checkpoint.read_meta(mgr, latest), model,
+                                setup.state["params"], str(workdir))
     setup.state = checkpoint.restore(mgr, latest, setup.state)
     start = int(setup.state["step"])
     reporting.say(f"Resuming from checkpoint at step {start} in {workdir / 'checkpoints'}")
   else:
-    setup = state.create(model, opt, train_steps, seed, mesh)
+    setup = state.create(model, opt, train_steps, seed, mesh, freeze_model=post_hoc)
     start = 0
+    if post_hoc:
+      dense_cfg = dataclasses.replace(model, hire_softmax=None, hire_ffn=None)
+      dense_step, _, dense_params = evaluate.restore_params(post_hoc_from, dense_cfg, mesh)
+      setup.state["params"] = state.post_hoc_params(
+          setup.graphdef, setup.state["params"], dense_params, setup.state_shardings["params"])
+      reporting.say(f"Post-hoc HiRE: model frozen at {post_hoc_from} step {dense_step}; "
+                    "training the approximators only")
     reporting.say(f"Starting from scratch in {workdir} ({model.num_params() / 1e6:.2f}M params, "
                   f"{len(rows_NxL)} train rows of {data_cfg.seq_len} tokens)")
   if start >= train_steps:
@@ -104,7 +121,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     return {"step": start}
 
   step_fn = make_train_step(setup)
-  eval_fn = evaluate.make_loss_fn(setup.graphdef) if eval_every else None
+  eval_fn = evaluate.make_eval_fn(setup.graphdef) if eval_every else None
   writer = reporting.writer(workdir / "tb" / "train")
   progress = reporting.Progress(start, train_steps)
   st = setup.state
@@ -134,19 +151,27 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
         if pending[0] % log_every == 0 or pending[0] == start + 1:
           lr = float(optimizer.schedule(opt, train_steps)(pending[0] - 1))
           writer.write_scalars(pending[0], {**last, "learning_rate": lr})
-          reporting.say(progress.line(pending[0], f"loss {last['loss']:.4f} lr {lr:.2e}"))
+          extra = "".join(f" {k} {v:.3f}" for k, v in last.items() if k.startswith("recall/")
+                          and k.count("/") == 1)
+          reporting.say(progress.line(pending[0], f"loss {last['loss']:.4f}{extra} lr {lr:.2e}"))
       pending = (done, metrics)
       should_save = done % checkpoint_every == 0 or done == train_steps or stop.requested
       if should_save:
         last = flush(*pending)  # never checkpoint a non-finite state
       if eval_every and done % eval_every == 0:
-        val = evaluate.mean_loss(eval_fn, st["params"], val_rows, batch_size, eval_batches, mesh)
-        writer.write_scalars(done, {"eval/loss": val, "eval/perplexity": math.exp(min(val, 50))})
+        found = evaluate.mean_metrics(eval_fn, st["params"], val_rows, batch_size, eval_batches,
+                                      mesh)
+        val = found["loss"]
+        writer.write_scalars(done, {f"eval/{k}": v for k, v in found.items()})
+        extra = "".join(f", {k} {v:.3f}" for k, v in found.items()
+                        if k.startswith(("recall/softmax@", "served_loss", "top1_agreement")) or
+                        (k.startswith("recall/ffn@")))
         reporting.say(f"  eval at step {done}: validation loss {val:.4f} "
-                      f"(perplexity {math.exp(min(val, 50)):.1f})")
+                      f"(perplexity {math.exp(min(val, 50)):.1f}){extra}")
         last["eval_loss"] = val
       if should_save:
-        checkpoint.save(mgr, done, st, checkpoint.meta_for(model, data_cfg, done, seed))
+        meta = checkpoint.meta_for(model, data_cfg, done, seed, st["params"])
+        checkpoint.save(mgr, done, st, {**meta, "post_hoc": post_hoc})
       if stop.requested:
         reporting.say(f"SIGTERM received: saved checkpoint at step {done}, exiting.")
         break

@@ -1,0 +1,110 @@
+"""Output layers: the dense softmax head and HiRE-Softmax (HIRE.md section 1).
+
+HiRE-Softmax keeps the exact output layer `W: V x D` (the model is exact in training) and adds an
+approximator of it. Its inference path (`hire_top_k`) scores all V cheaply, picks k' candidates,
+gathers `W[S]` and computes exact logits on those only, then returns the top-k of them.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hire_cli import approx, topk
+from hire_cli.config import ModelConfig
+from hire_cli.layers import param
+
+# A token whose target falls outside the candidates gets this much of a uniform distribution,
+# so the served loss stays finite but a miss costs ~log(V / SERVED_FLOOR) nats.
+SERVED_FLOOR = 1e-6
+
+
+class DenseHead(nnx.Module):
+  """Exact output layer: logits = W h with W: V x D."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.w = param(rngs, (cfg.vocab_size, cfg.d_model), cfg.d_model**-0.5, ("vocab", "embed"), cfg)
+
+  def __call__(self, h_BxLxD):
+    return jnp.einsum("bld,vd->blv", h_BxLxD, self.w[...].astype(self.cfg.compute_dtype))
+
+
+class HiReSoftmaxHead(DenseHead):
+  """Exact head plus an approximator; `__call__` gives exact logits and reports the
+  approximator's distillation loss and recall (`hire_aux`) for the training objective."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    super().__init__(cfg, rngs=rngs)
+    self.hc = cfg.hire_softmax
+    self.approx = approx.Approximator(self.hc.approx, cfg.vocab_size, cfg.d_model, "vocab",
+                                      rngs=rngs, param_dtype=cfg.param_dtype)
+
+  def approx_scores(self, h_BxLxD):
+    """Approximate scores on stop-gradient inputs: their loss never reaches the model."""
+    w_VxD = jax.lax.stop_gradient(self.w[...])
+    return self.approx.scores(jax.lax.stop_gradient(h_BxLxD), w_VxD)
+
+  def candidates(self, h_BxLxD):
+    """cand_BxLxKp: the k' vocabulary ids the approximator predicts."""
+    return topk.top_k(self.approx_scores(h_BxLxD), self.hc.k_prime, self.hc.topk_method)[1]
+
+  def __call__(self, h_BxLxD):
+    logits_BxLxV = super().__call__(h_BxLxD)
+    hc = self.hc
+    s_BxLxV = self.approx_scores(h_BxLxD)
+    exact_BxLxV = jax.lax.stop_gradient(logits_BxLxV).astype(jnp.float32)
+    distill = approx.distill_loss(s_BxLxV, exact_BxLxV, hc.temperature)
+    cand_BxLxKp = topk.top_k(jax.lax.stop_gradient(s_BxLxV), hc.k_prime, hc.topk_method)[1]
+    true_BxLxK = topk.exact_top_k(exact_BxLxV, hc.k)[1]
+    self.sow(nnx.Intermediate, "hire_aux", {
+        "loss": hc.loss_weight * distill,
+        "metrics": {f"recall@{hc.k}": topk.recall(cand_BxLxKp, true_BxLxK),
+                    "approx_loss": distill},
+    })
+    return logits_BxLxV
+
+  def hire_top_k(self, h_BxLxD, k: int | None = None):
+    """The HiRE inference path: (values_BxLxK, ids_BxLxK, cand_BxLxKp).
+
+    Reads the approximator's bytes and the k' gathered rows of W, never all of W."""
+    k = k or self.hc.k
+    cand_BxLxKp = self.candidates(h_BxLxD)
+    w_BxLxKpxD = jnp.take(self.w[...], cand_BxLxKp, axis=0).astype(self.cfg.compute_dtype)
+    z_BxLxKp = jnp.einsum("bld,blkd->blk", h_BxLxD, w_BxLxKpxD).astype(jnp.float32)
+    values_BxLxK, pos_BxLxK = topk.exact_top_k(z_BxLxKp, k)
+    ids_BxLxK = jnp.take_along_axis(cand_BxLxKp, pos_BxLxK, axis=-1)
+    return values_BxLxK, ids_BxLxK, cand_BxLxKp
+
+  def init_from_weights(self):
+    """Post-hoc mode: the approximator starts from the (trained) output layer's SVD."""
+    self.approx.init_from(self.w[...])
+
+
+def make_head(cfg: ModelConfig, *, rngs: nnx.Rngs):
+  if cfg.hire_softmax is not None:
+    return HiReSoftmaxHead(cfg, rngs=rngs)
+  return None if cfg.tie_embeddings else DenseHead(cfg, rngs=rngs)
+
+
+def served_metrics(logits_BxLxV, cand_BxLxKp, targets_BxL, ks=(1, 8, 32), exact_top1_BxL=None):
+  """What HiRE decoding sees: recall@k of the top-k of `logits_BxLxV` inside the candidates,
+  top-1 agreement (of the head alone, and with `exact_top1_BxL`, the exact model's greedy token,
+  when given), and the served loss: softmax restricted to the candidates, with a SERVED_FLOOR
+  uniform floor so that a missed target costs a finite amount."""
+  logits32 = logits_BxLxV.astype(jnp.float32)
+  v = logits32.shape[-1]
+  out = {}
+  for k in ks:
+    if k <= cand_BxLxKp.shape[-1]:
+      out[f"recall/softmax@{k}"] = topk.recall(cand_BxLxKp, topk.exact_top_k(logits32, k)[1])
+  z_BxLxKp = jnp.take_along_axis(logits32, cand_BxLxKp, axis=-1)
+  hire_top1 = jnp.take_along_axis(cand_BxLxKp, jnp.argmax(z_BxLxKp, -1)[..., None], -1)[..., 0]
+  out["top1_agreement/softmax"] = jnp.mean(hire_top1 == jnp.argmax(logits32, -1))
+  if exact_top1_BxL is not None:
+    out["top1_agreement"] = jnp.mean(hire_top1 == exact_top1_BxL)
+  p_S_BxLxKp = jax.nn.softmax(z_BxLxKp, axis=-1)
+  hit_BxLxKp = cand_BxLxKp == targets_BxL[..., None]
+  p_target_BxL = jnp.sum(jnp.where(hit_BxLxKp, p_S_BxLxKp, 0.0), axis=-1)
+  p_served_BxL = (1 - SERVED_FLOOR) * p_target_BxL + SERVED_FLOOR / v
+  out["served_loss"] = -jnp.mean(jnp.log(p_served_BxL))
+  return out
