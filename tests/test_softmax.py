@@ -1,0 +1,89 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from hire_cli import decode, errors, loss, sharding, state
+from hire_cli.approx import ApproxConfig
+from hire_cli.config import HiReSoftmaxConfig, ModelConfig
+from hire_cli.model import Transformer
+
+
+def _cfg(tiny_cfg, **kw):
+  hc = HiReSoftmaxConfig(**{"k": 8, "k_prime": 24, "approx": ApproxConfig(rank=4), **kw})
+  return dataclasses.replace(tiny_cfg, hire_softmax=hc)
+
+
+def test_full_candidate_set_returns_exactly_the_dense_top_k(tiny_cfg):
+  cfg = _cfg(tiny_cfg, k_prime=tiny_cfg.vocab_size)
+  model = Transformer(cfg, rngs=nnx.Rngs(0))
+  h, _ = model(jax.random.randint(jax.random.key(0), (2, 6), 0, cfg.vocab_size))
+  values, ids, _ = model.head.hire_top_k(h)
+  want_values, want_ids = jax.lax.top_k(model.logits(h), cfg.hire_softmax.k)
+  np.testing.assert_array_equal(ids, want_ids)
+  np.testing.assert_allclose(values, want_values, rtol=1e-6, atol=1e-6)
+
+
+def test_small_candidate_set_is_approximate(tiny_cfg):
+  """A random rank-4 approximator with k' << V misses some of the exact top-k."""
+  cfg = _cfg(tiny_cfg)
+  model = Transformer(cfg, rngs=nnx.Rngs(0))
+  h, _ = model(jax.random.randint(jax.random.key(0), (4, 16), 0, cfg.vocab_size))
+  _, ids, cand = model.head.hire_top_k(h)
+  _, want_ids = jax.lax.top_k(model.logits(h), cfg.hire_softmax.k)
+  assert not np.array_equal(np.sort(ids, -1), np.sort(want_ids, -1))
+  assert cand.shape[-1] == cfg.hire_softmax.k_prime
+  # Whatever it returns is exact on the candidates: values equal the true logits of those ids.
+  logits = np.asarray(model.logits(h))
+  values, ids, _ = model.head.hire_top_k(h)
+  np.testing.assert_allclose(values, np.take_along_axis(logits, np.asarray(ids), -1), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lr", "lr_q"])
+def test_approximator_loss_leaves_model_gradients_at_zero(tiny_cfg, kind):
+  cfg = _cfg(tiny_cfg, approx=ApproxConfig(kind=kind, rank=4, bits=4))
+  graphdef, params = state.init_params(cfg, 0, sharding.make_mesh(sharding.MeshConfig()))
+  tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, cfg.vocab_size)
+
+  def aux_loss(p):
+    model = state.bind(graphdef, p)
+    h, _ = model(tokens)
+    model.logits(h)
+    return loss.collect_aux(model)[0]
+
+  grads = jax.grad(aux_loss)(params)
+  approx_g = grads["head"].pop("approx")
+  for leaf in jax.tree.leaves(grads):
+    np.testing.assert_array_equal(leaf, 0.0)
+  assert any(np.abs(g).sum() > 0 for g in jax.tree.leaves(approx_g))
+
+
+def test_greedy_decoding_matches_dense_when_recall_is_one(tiny_cfg):
+  """k' = V makes recall 1, so HiRE greedy decoding must equal dense greedy decoding."""
+  mesh = sharding.make_mesh(sharding.MeshConfig())
+  cfg = _cfg(tiny_cfg, k_prime=tiny_cfg.vocab_size)
+  graphdef, params = state.init_params(cfg, 3, mesh)
+  prompt = jax.random.randint(jax.random.key(2), (2, 5), 0, cfg.vocab_size)
+  dense = decode.greedy(graphdef, params, cfg, prompt, 12, hire=False)
+  hire = decode.greedy(graphdef, params, cfg, prompt, 12, hire=True)
+  np.testing.assert_array_equal(dense, hire)
+  # And with a tiny k' it diverges somewhere (the HiRE path really is taken).
+  small = _cfg(tiny_cfg, k=1, k_prime=2)
+  graphdef_s, _ = state.init_params(small, 3, mesh)
+  hire_small = decode.greedy(graphdef_s, params, small, prompt, 12, hire=True)
+  assert not np.array_equal(dense, hire_small)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"k": 0}, "k=0"),
+    ({"k": 8, "k_prime": 4}, "k_prime=4"),
+    ({"k_prime": 10_000}, "k_prime=10000"),
+    ({"topk_method": "magic"}, "topk_method"),
+    ({"approx": ApproxConfig(rank=32)}, "rank=32"),
+])
+def test_bad_softmax_configs_are_user_errors(tiny_cfg, kw, match):
+  with pytest.raises(errors.UserError, match=match):
+    _cfg(tiny_cfg, **kw)
