@@ -210,7 +210,7 @@ class HiReFfn(Ffn):
     act_BxLxF, exact_BxLxG, top_BxLxK = self.topk_hidden(x_BxLxD)
     y_BxLxD = jnp.einsum("blf,fd->bld", act_BxLxF, self.w_out[...].astype(self.cfg.compute_dtype))
     # Approximator: its inputs and targets are stop-gradient, so its loss never moves the model.
-    approx_BxLxGd = self.approx_group_scores(jax.lax.stop_gradient(x_BxLxD),
+    approx_BxLxGd = self.approx_group_scores(x_BxLxD,
                                              jax.lax.stop_gradient(self.w_in[...]))
     loss = approx.distill_loss(approx_BxLxGd, exact_BxLxG[..., s.n_static:], h.temperature)
     _, cand_BxLxKp = topk.top_k(jax.lax.stop_gradient(approx_BxLxGd), s.k_prime_g, h.topk_method)

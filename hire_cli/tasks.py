@@ -19,6 +19,12 @@ PUBLIC_SOURCES = {
 }
 SHIPPED_TASK = "hire_corpus_lm"
 
+# TensorFlow only feeds data: keep it off the accelerators so JAX has all their memory.
+try:
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # already initialised; nothing to do
+  pass
+
 
 @functools.lru_cache(maxsize=None)
 def vocabulary(path: str = "") -> seqio.SentencePieceVocabulary:

@@ -1,0 +1,59 @@
+"""The `hire` command as a user runs it (subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--gin.ModelConfig.d_model=16", "--gin.ModelConfig.n_layers=1", "--gin.ModelConfig.d_ff=32",
+        "--gin.BATCH_SIZE=4", "--gin.EVAL_EVERY=0"]
+
+
+def hire(*args, check=True):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  proc = subprocess.run([sys.executable, "-m", "hire_cli.main", *args], capture_output=True,
+                        text=True, env=env, timeout=600)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"hire {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+  return proc
+
+
+def test_help_lists_commands_and_overrides():
+  out = hire("--help").stdout
+  assert "train" in out and "bench-latency" in out
+  out = hire("train", "--help").stdout
+  assert "--gin.TRAIN_STEPS" in out and "resumes" in out
+
+
+def test_train_resume_eval_bench(tmp_path):
+  run = f"--gin.MODEL_DIR={tmp_path}"
+  first = hire("train", run, "--gin.TRAIN_STEPS=3", "--gin.CHECKPOINT_EVERY=2", *TINY)
+  assert "Starting from scratch" in first.stdout
+  assert (tmp_path / "config.gin").read_text().count("TRAIN_STEPS = 3") == 1
+  second = hire("train", run, "--gin.TRAIN_STEPS=5", *TINY)
+  assert "Resuming from checkpoint at step 3" in second.stdout
+
+  hire("eval", run, "--gin.EVAL_BATCHES=1", *TINY)
+  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  assert metrics["step"] == 5 and {"loss", "perplexity", "unigram_loss"} <= set(metrics)
+
+  hire("bench-latency", run, "--gin.DECODE_STEPS=4", "--gin.CONTEXT_LEN=8", *TINY)
+  latency = json.loads((tmp_path / "bench" / "latency.json").read_text())
+  assert latency["ms_per_token"] > 0 and latency["checkpoint_step"] == 5
+
+
+@pytest.mark.parametrize("args,match", [
+    (["train", "--gin_file=configs/experiments/nope.gin"], "gin file"),
+    (["train", "--gin.TRAIN_STEPS=0", "--gin.MODEL_DIR=/tmp/hire_bad0"], "TRAIN_STEPS=0"),
+    (["train", "--gin.Bogus.x=1"], "unknown gin name"),
+    (["eval", "--gin.MODEL_DIR=/tmp/hire_no_such_run"], "no checkpoints"),
+    (["frobnicate"], "unknown command"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(args, match):
+  proc = hire(*args, check=False)
+  assert proc.returncode == 2, proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("hire")]
+  assert len(lines) == 1 and match in lines[0], proc.stderr
+  assert "Traceback" not in proc.stderr
