@@ -6,6 +6,8 @@ folder and renames), so a crash mid-save leaves the previous checkpoints intact.
 
 import dataclasses
 import pathlib
+import shutil
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -46,6 +48,46 @@ def param_shapes(params) -> dict:
   """{"blocks/0/ffn/w_in": [F, D], ...}: what a checkpoint must match to be restored."""
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {"/".join(str(getattr(k, "key", k)) for k in path): list(x.shape) for path, x in flat}
+
+
+def _set_aside(mgr: ocp.CheckpointManager, step: int, why: str) -> None:
+  """Moves a damaged checkpoint to MODEL_DIR/damaged_checkpoints/ (kept for inspection, out of
+  the way of the save that will redo its step)."""
+  src = pathlib.Path(mgr.directory) / str(step)
+  print(f"WARNING: checkpoint {src} is damaged ({why}); resuming from an older one. It is kept "
+        f"in {src.parent.parent / 'damaged_checkpoints'}", flush=True)
+  if jax.process_index() == 0:
+    dst = src.parent.parent / "damaged_checkpoints" / f"{step}-{int(time.time())}"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(src), str(dst))
+
+
+def restore_latest_good(mgr: ocp.CheckpointManager, make_abstract, check=None):
+  """(step, state, meta) of the newest checkpoint that restores; None if there is none.
+
+  A damaged checkpoint (truncated or corrupted files) is set aside with a warning that names it,
+  so the run resumes from the previous good one instead of failing or starting over.
+  `make_abstract()` gives the restore target; `check(meta)` raises for an incompatible (not
+  damaged) checkpoint, which is a user error and left alone."""
+  found, damaged = None, []
+  for step in sorted(mgr.all_steps(), reverse=True):
+    try:
+      meta = read_meta(mgr, step)
+    except Exception as e:  # noqa: BLE001 - any failure to read means damaged
+      damaged.append((step, type(e).__name__))
+      continue
+    if check is not None:
+      check(meta)
+    try:
+      found = (step, restore(mgr, step, make_abstract()), meta)
+      break
+    except Exception as e:  # noqa: BLE001
+      damaged.append((step, type(e).__name__))
+  for step, why in damaged:
+    _set_aside(mgr, step, why)
+  if damaged:
+    mgr.reload()
+  return found
 
 
 def meta_for(model_cfg: ModelConfig, data_cfg, step: int, seed: int, params) -> dict:

@@ -65,14 +65,21 @@ def restore_params(model_dir: str, model: ModelConfig, mesh):
     raise errors.UserError(f"no checkpoints in {workdir}; train first with `hire train "
                            f"--gin.MODEL_DIR={workdir}` or point MODEL_DIR at a trained run")
   mgr = checkpoint.manager(workdir)
-  step = mgr.latest_step()
-  if step is None:
+  holder = {}
+
+  def abstract(meta=None):
+    return holder["setup"].state
+
+  def check(meta):
+    holder["setup"] = state.create(model, optimizer.OptimizerConfig(), 1, 0, mesh,
+                                   abstract_only=True, freeze_model=_is_post_hoc(meta))
+    checkpoint.check_compatible(meta, model, holder["setup"].state["params"], str(workdir))
+
+  found = checkpoint.restore_latest_good(mgr, abstract, check)
+  if found is None:
     raise errors.UserError(f"no complete checkpoint in {workdir / 'checkpoints'}")
-  meta = checkpoint.read_meta(mgr, step)
-  setup = state.create(model, optimizer.OptimizerConfig(), 1, 0, mesh, abstract_only=True,
-                       freeze_model=_is_post_hoc(meta))
-  checkpoint.check_compatible(meta, model, setup.state["params"], str(workdir))
-  restored = checkpoint.restore(mgr, step, setup.state)
+  step, restored, _ = found
+  setup = holder["setup"]
   mgr.close()
   return step, setup.graphdef, restored["params"]
 

@@ -210,7 +210,7 @@ class HiReFfn(Ffn):
     act_BxLxF, exact_BxLxG, top_BxLxK = self.topk_hidden(x_BxLxD)
     y_BxLxD = jnp.einsum("blf,fd->bld", act_BxLxF, self.w_out[...].astype(self.cfg.compute_dtype))
     # Approximator: its inputs and targets are stop-gradient, so its loss never moves the model.
-    approx_BxLxGd = self.approx_group_scores(x_BxLxD,
+    approx_BxLxGd = self.approx_group_scores(jax.lax.stop_gradient(x_BxLxD),
                                              jax.lax.stop_gradient(self.w_in[...]))
     loss = approx.distill_loss(approx_BxLxGd, exact_BxLxG[..., s.n_static:], h.temperature)
     _, cand_BxLxKp = topk.top_k(jax.lax.stop_gradient(approx_BxLxGd), s.k_prime_g, h.topk_method)
@@ -292,8 +292,8 @@ def ffn_bytes_per_token(cfg: ModelConfig, weight_bytes: int = 2) -> dict:
   dense: `m F d`, m = 2 matrices (3 for swiglu). hire: the approximator (`approx.bytes_per_token`
   with no exact rows) plus `m (k'_g + n_static) g d`. hire_batch: dynamic overlap, bytes per
   decoding step for the whole batch whatever its size: the approximator once plus
-  `m (budget_g + n_static) g d`. All times `weight_bytes` (2 for bf16); empty dict fields are
-  absent for a dense config.
+  `m (budget_g + n_static) g d`. All times `weight_bytes` (2 for bf16); a dense config has only
+  "dense". Activations and group ids are not counted.
   """
   m = 3 if cfg.activation == "swiglu" else 2
   f, d, wb = cfg.d_ff, cfg.d_model, weight_bytes

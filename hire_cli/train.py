@@ -95,13 +95,13 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     raise errors.UserError("POST_HOC_FROM is set but the model has no HiRE layer; include a "
                            "configs/variants/hire*.gin file")
   mgr = checkpoint.manager(workdir, max_to_keep=keep_checkpoints)
-  latest = mgr.latest_step()
-  if latest is not None:
-    setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True,
-                         freeze_model=post_hoc)
-    checkpoint.check_compatible(checkpoint.read_meta(mgr, latest), model,
-                                setup.state["params"], str(workdir))
-    setup.state = checkpoint.restore(mgr, latest, setup.state)
+  setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True,
+                       freeze_model=post_hoc)
+  found = checkpoint.restore_latest_good(
+      mgr, lambda: setup.state,
+      lambda meta: checkpoint.check_compatible(meta, model, setup.state["params"], str(workdir)))
+  if found is not None:
+    setup.state = found[1]
     start = int(setup.state["step"])
     reporting.say(f"Resuming from checkpoint at step {start} in {workdir / 'checkpoints'}")
   else:
