@@ -45,6 +45,7 @@ class HiReFfnConfig:
   k_fraction: float = 0.05  # fraction of the F units kept per token (k_g = round(frac F / g))
   k_prime_factor: float = 2.0  # k'_g = ceil(factor * k_g) candidate groups from the approximator
   n_static: int = 0  # groups every token always uses (trained as always-on)
+  dynamic_overlap: bool = False  # decoding B tokens: one shared candidate set for the batch
   batch_budget_factor: float = 2.0  # dynamic overlap: shared set of ceil(factor * k'_g) groups
   score: str = "l2"  # group score: l2 (norm of the group's activations) | sum (of magnitudes)
   topk_method: str = "exact"  # exact | two_stage | approx_max_k

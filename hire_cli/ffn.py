@@ -143,8 +143,7 @@ class HiReFfn(Ffn):
   """
 
   # Dynamic overlap (HIRE.md 2.5) for `hire=True`: the B tokens at one position share one
-  # candidate set. Overridden by `HiReFfnConfig.dynamic_overlap` once the config has that field.
-  dynamic_overlap: bool = False
+  # candidate set (set from `HiReFfnConfig.dynamic_overlap`).
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.sizes = ffn_sizes(cfg)
@@ -152,8 +151,7 @@ class HiReFfn(Ffn):
     h = cfg.hire_ffn
     self.approx = Approximator(h.approx, cfg.d_ff, cfg.d_model, "mlp", rngs=rngs,
                                param_dtype=cfg.param_dtype)
-    if hasattr(h, "dynamic_overlap"):
-      self.dynamic_overlap = bool(h.dynamic_overlap)
+    self.dynamic_overlap = bool(h.dynamic_overlap)
 
   def init_from_weights(self):
     """Post-hoc mode: start the approximator from the truncated SVD of the trained `W_in`."""
