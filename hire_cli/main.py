@@ -51,23 +51,33 @@ def usage(command: str | None = None) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv):
+def execute(command: str, gin_files=None, gin_bindings=None) -> int:
+  """Runs one command; bad input prints one line to stderr and returns 2 (no traceback)."""
+  import gin
   from hire_cli import errors, gin_utils  # heavy imports after flag parsing
 
-  command = argv[1]
-  logging.set_verbosity(logging.WARNING)
   try:
-    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+    gin_utils.parse(gin_files, gin_bindings)
     if command == "train":
-      import gin
       gin.bind_parameter("train.operative_config", gin_utils.config_str())
     gin_utils.call(COMMANDS[command][0])
   except errors.UserError as e:
-    print(f"hire {command}: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    print(f"hire {command}: error: {_one_line(e)}", file=sys.stderr)
+    return 2
   except FloatingPointError as e:
-    print(f"hire {command}: error: {e}", file=sys.stderr)
-    sys.exit(1)
+    print(f"hire {command}: error: {_one_line(e)}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def _one_line(e: Exception) -> str:
+  # gin appends "In call to configurable ..." on new lines; the first line is the message.
+  return " ".join(str(e).split("\n  In call to configurable")[0].split())
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)
+  sys.exit(execute(argv[1], FLAGS.gin_file, FLAGS.gin_bindings))
 
 
 def run():

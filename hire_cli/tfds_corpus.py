@@ -57,6 +57,11 @@ def prepare(data_dir: pathlib.Path | None = None, manual_dir: pathlib.Path | Non
         f"corpus split(s) {missing} not found in {manual_dir}; run `python data/build_corpus.py` "
         "or point HIRE_DATA_DIR at a folder with corpus/{train,validation,test}.jsonl.gz")
   tfds.disable_progress_bar()
+  for s in SPLITS:
+    with gzip.open(manual_dir / f"{s}.jsonl.gz", "rt", encoding="utf-8") as f:
+      if not f.readline().strip():
+        raise errors.UserError(f"corpus split {s} ({manual_dir / f'{s}.jsonl.gz'}) is empty; "
+                               "rebuild it with `python data/build_corpus.py`")
   builder = HireCorpus(data_dir=str(data_dir))
   if not builder.is_prepared():
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(

@@ -171,7 +171,13 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
         last["eval_loss"] = val
       if should_save:
         meta = checkpoint.meta_for(model, data_cfg, done, seed, st["params"])
-        checkpoint.save(mgr, done, st, {**meta, "post_hoc": post_hoc})
+        try:
+          checkpoint.save(mgr, done, st, {**meta, "post_hoc": post_hoc})
+        except OSError as e:
+          raise errors.UserError(
+              f"could not save the checkpoint of step {done} in {workdir} ({e.strerror or e}); "
+              f"free space there and rerun: it resumes from step {mgr.latest_step()}, which is "
+              "intact") from None
       if stop.requested:
         reporting.say(f"SIGTERM received: saved checkpoint at step {done}, exiting.")
         break

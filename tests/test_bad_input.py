@@ -1,0 +1,147 @@
+"""Bad input: one line naming the problem and the fix, exit code 2, nothing saved damaged."""
+
+import errno
+import gzip
+import pathlib
+
+import orbax.checkpoint as ocp
+import pytest
+
+from hire_cli import main, paths
+
+TINY = ["ModelConfig.d_model = 16", "ModelConfig.n_layers = 1", "ModelConfig.d_ff = 32",
+        "BATCH_SIZE = 2", "EVAL_EVERY = 0"]
+SOFTMAX = "configs/experiments/tiny_hire_softmax.gin"
+FFN = "configs/experiments/tiny_hire_ffn.gin"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny dense run with one checkpoint (step 2), the victim of the checkpoint cases."""
+  run = tmp_path_factory.mktemp("trained")
+  assert main.execute("train", None, [*TINY, f"MODEL_DIR = '{run}'", "TRAIN_STEPS = 2"]) == 0
+  return run
+
+
+def _case(tmp, trained):
+  """(command, gin files, bindings, expected message fragment) per case."""
+  run = f"MODEL_DIR = '{tmp}'"
+  old = f"MODEL_DIR = '{trained}'"
+  not_writable = tmp / "a_file"
+  not_writable.write_text("")
+  return {
+      "missing gin file": ("train", ["configs/experiments/nope.gin"], [], "not found"),
+      "misspelled gin file": ("train", ["configs/experiments/tiny_dnse.gin"], [], "did you mean"),
+      "unknown gin binding": ("train", None, ["ModelConfg.d_model = 3"], "unknown gin name"),
+      "gin syntax error": ("train", None, ["TRAIN_STEPS = = 3"], "bad gin config"),
+      "required macro unset": ("train", ["configs/models/tiny.gin", "configs/runs/pretrain.gin"],
+                               [], "MODEL_DIR is required"),
+      "k > V": ("train", [SOFTMAX], [*TINY, run, "HiReSoftmaxConfig.k = 40000"], "k=40000"),
+      "k' < k": ("train", [SOFTMAX], [*TINY, run, "HiReSoftmaxConfig.k_prime = 8"], "k_prime=8"),
+      "rank >= d": ("train", [SOFTMAX], [*TINY, run, "softmax/ApproxConfig.rank = 16"],
+                    "rank=16"),
+      "bits not 4 or 8": ("train", [SOFTMAX], [*TINY, run, "softmax/ApproxConfig.bits = 3"],
+                          "bits=3"),
+      "unknown top-k method": ("train", [SOFTMAX], [*TINY, run,
+                                                    "HiReSoftmaxConfig.topk_method = 'fast'"],
+                               "topk_method"),
+      "group size not dividing F": ("train", [FFN], [*TINY, run, "HiReFfnConfig.group_size = 5"],
+                                    "group_size=5"),
+      "unknown activation": ("train", None, [*TINY, run, "ModelConfig.activation = 'tanh'"],
+                             "activation"),
+      "zero steps": ("train", None, [*TINY, run, "TRAIN_STEPS = 0"], "TRAIN_STEPS=0"),
+      "negative steps": ("train", None, [*TINY, run, "TRAIN_STEPS = -5"], "TRAIN_STEPS=-5"),
+      "zero batch": ("train", None, [*TINY, run, "BATCH_SIZE = 0"], "BATCH_SIZE=0"),
+      "mesh larger than devices": ("train", None, [*TINY, run, "MESH_DATA = 4"],
+                                   "needs 4 devices"),
+      "sequence longer than the model": ("train", None, [*TINY, run, "SEQ_LEN = 4096"],
+                                         "SEQ_LEN=4096"),
+      "unknown task": ("train", None, [*TINY, run, "TASK = 'wiki_lm'"], "unknown task"),
+      "missing vocabulary": ("train", None, [*TINY, run, "VOCAB_PATH = '/nonexistent.model'"],
+                             "vocabulary /nonexistent.model not found"),
+      "vocabulary larger than the model": ("train", None, [*TINY, run,
+                                                           "ModelConfig.vocab_size = 1000"],
+                                           "vocab_size"),
+      "checkpoint of another shape": ("train", None, [*TINY, old, "ModelConfig.d_model = 24",
+                                                      "TRAIN_STEPS = 4"], "different model"),
+      "checkpoint of another vocabulary size": ("eval", None, [*TINY, old,
+                                                               "ModelConfig.vocab_size = 32001"],
+                                                "vocab_size"),
+      "MODEL_DIR not writable": ("train", None, [*TINY, f"MODEL_DIR = '{not_writable}/run'",
+                                                 "TRAIN_STEPS = 2"], "not writable"),
+      "eval without checkpoints": ("eval", None, [*TINY, run], "no checkpoints"),
+      "prompt longer than the context": ("bench-latency", None, [*TINY, old,
+                                                                 "CONTEXT_LEN = 500"],
+                                         "max_len"),
+      "bad INIT": ("bench-latency", None, [*TINY, old, "INIT = 'zeros'"], "INIT='zeros'"),
+      "post-hoc without a HiRE variant": ("train", None, [*TINY, run, f"POST_HOC_FROM = "
+                                                          f"'{trained}'"], "no HiRE layer"),
+  }
+
+
+CASES = sorted([
+    "missing gin file", "misspelled gin file", "unknown gin binding", "gin syntax error",
+    "required macro unset", "k > V", "k' < k", "rank >= d", "bits not 4 or 8",
+    "unknown top-k method", "group size not dividing F", "unknown activation", "zero steps",
+    "negative steps", "zero batch", "mesh larger than devices", "sequence longer than the model",
+    "unknown task", "missing vocabulary", "vocabulary larger than the model",
+    "checkpoint of another shape", "checkpoint of another vocabulary size",
+    "MODEL_DIR not writable", "eval without checkpoints", "prompt longer than the context",
+    "bad INIT", "post-hoc without a HiRE variant"])
+
+
+def _snapshot(run: pathlib.Path):
+  return {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input(name, tmp_path, trained, capsys):
+  command, files, bindings, fragment = _case(tmp_path, trained)[name]
+  before = _snapshot(trained)
+  capsys.readouterr()
+  assert main.execute(command, files, bindings) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(f"hire {command}: error:"), err
+  assert fragment in err[0], err[0]
+  assert _snapshot(trained) == before, "a bad run touched an existing checkpoint"
+
+
+def test_empty_dataset(tmp_path, monkeypatch, capsys):
+  corpus = tmp_path / "data" / "corpus"
+  corpus.mkdir(parents=True)
+  for split in ("train", "validation", "test"):
+    with gzip.open(corpus / f"{split}.jsonl.gz", "wt") as f:
+      f.write("")
+  (tmp_path / "data" / "vocab").mkdir()
+  (tmp_path / "data" / "vocab" / "hire_32k.model").write_bytes(
+      paths.default_vocab_path().read_bytes())
+  monkeypatch.setenv("HIRE_DATA_DIR", str(tmp_path / "data"))
+  assert main.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
+  assert "is empty" in capsys.readouterr().err
+
+
+def test_missing_dataset(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("HIRE_DATA_DIR", str(tmp_path))
+  (tmp_path / "vocab").mkdir()
+  (tmp_path / "vocab" / "hire_32k.model").write_bytes(
+      (paths.REPO_ROOT / "data" / "vocab" / "hire_32k.model").read_bytes())
+  monkeypatch.setenv("HIRE_TFDS_DIR", str(tmp_path / "tfds"))
+  assert main.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
+  assert "corpus split(s)" in capsys.readouterr().err
+
+
+def test_disk_full_while_saving(trained, monkeypatch, capsys, tmp_path):
+  """A save that fails (simulated ENOSPC) stops with exit 2; earlier checkpoints are intact."""
+  import shutil
+  run = tmp_path / "run"
+  shutil.copytree(trained, run)
+  before = _snapshot(run)
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+  assert main.execute("train", None, [*TINY, f"MODEL_DIR = '{run}'", "TRAIN_STEPS = 4"]) == 2
+  err = capsys.readouterr().err
+  assert "No space left on device" in err and "resumes from step 2" in err
+  assert _snapshot(run) == before
