@@ -55,3 +55,36 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
   assert "SIGTERM received: saved checkpoint at step" in text, text
   steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
   assert steps and min(steps) >= 3
+
+
+def _cli_train(model_dir, steps):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  return [sys.executable, "-m", "hire_cli.main", "train", f"--gin.MODEL_DIR={model_dir}",
+          f"--gin.TRAIN_STEPS={steps}", "--gin.CHECKPOINT_EVERY=2", "--gin.EVAL_EVERY=0",
+          "--gin.ModelConfig.d_model=16", "--gin.ModelConfig.n_layers=1", "--gin.BATCH_SIZE=2",
+          "--gin.train.log_every=1"], env
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(tmp_path):
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  args, env = _cli_train(straight, 8)
+  subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
+  kill_after = int(np.random.default_rng().integers(3, 7))  # a random step
+  args, env = _cli_train(killed, 8)
+  proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          env=env)
+  for line in proc.stdout:
+    if line.startswith(f"[{kill_after}/"):
+      break
+  proc.kill()  # SIGKILL: no handler runs
+  proc.wait(timeout=60)
+  out = subprocess.run(args, env=env, check=True, capture_output=True, text=True, timeout=300)
+  assert "Resuming from checkpoint at step" in out.stdout, out.stdout
+  cfg = SMALL.__class__(**{**SMALL.__dict__, "d_model": 16, "n_layers": 1, "d_ff": 256,
+                           "n_heads": 2, "d_head": 32})
+  mesh = sharding.make_mesh(MESH)
+  from hire_cli import evaluate
+  _, _, a = evaluate.restore_params(str(straight), cfg, mesh)
+  _, _, b = evaluate.restore_params(str(killed), cfg, mesh)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
