@@ -1,5 +1,15 @@
-"""`hire bench-latency` (first cut): per-token decode latency with the KV cache at batch 1."""
+"""`hire bench-latency`: decode latency of dense and every HiRE variant, in one run.
 
+All variants share one set of weights (the HiRE variants add approximators to it), run on the
+same device in the same process, and are timed interleaved (every repeat cycles through all
+variants) so that drift hits all alike. Each decode step is one jitted function over the KV
+cache; HiRE variants use their inference paths (approximator, then only the gathered rows).
+Reported per case: ms/token, tokens/s, bytes of weights read per step, achieved GB/s, the
+device's measured copy bandwidth, speedup vs dense and the roofline speedup (dense bytes /
+variant bytes) with the fraction of it achieved.
+"""
+
+import dataclasses
 import pathlib
 import platform
 import statistics
@@ -9,59 +19,218 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hire_cli import decode, errors, evaluate, reporting, sharding, state
-from hire_cli.config import ModelConfig
+from hire_cli import approx, decode, errors, evaluate, ffn, reporting, sharding, state
+from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 from hire_cli.model import init_cache
+
+VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
+
+
+def variant_configs(model: ModelConfig, variants) -> dict:
+  """ModelConfig per variant: the configured HiRE layers, or defaults sized to the model (rank
+  D/16, at least 8) when the run has none."""
+  rank = max(8, model.d_model // 16)
+  sm = model.hire_softmax or HiReSoftmaxConfig(approx=approx.ApproxConfig(rank=rank),
+                                               k_prime=min(256, model.vocab_size))
+  ff = model.hire_ffn or HiReFfnConfig(approx=approx.ApproxConfig(rank=rank))
+  table = {"dense": (None, None), "hire_softmax": (sm, None), "hire_ffn": (None, ff),
+           "hire": (sm, ff)}
+  unknown = [v for v in variants if v not in table]
+  if unknown:
+    raise errors.UserError(f"unknown variant(s) {unknown}; choose from {list(table)}")
+  return {v: dataclasses.replace(model, hire_softmax=table[v][0], hire_ffn=table[v][1])
+          for v in variants}
+
+
+def _subset(params, like):
+  """The entries of `params` that the variant's abstract params `like` has (arrays shared)."""
+  if isinstance(like, dict):
+    return {k: _subset(params[k], v) for k, v in like.items()}
+  return params
+
+
+def weight_bytes_per_step(cfg: ModelConfig, batch: int) -> float:
+  """Bytes of weights one decode step reads (the batch shares them)."""
+  wb = jnp.dtype(cfg.param_dtype).itemsize
+  d, v = cfg.d_model, cfg.vocab_size
+  attn = 4 * d * cfg.n_heads * cfg.d_head * wb
+  f = ffn.ffn_bytes_per_token(cfg, wb)
+  if cfg.hire_ffn is None:
+    ffn_b = f["dense"]
+  elif cfg.hire_ffn.dynamic_overlap:
+    ffn_b = f["hire_batch"]
+  else:
+    ffn_b = f["approx"] + batch * (f["hire"] - f["approx"])  # each token its own groups
+  norms = (2 * cfg.n_layers + 1) * d * wb
+  embed_rows = batch * d * wb
+  if cfg.hire_softmax is None:
+    head = v * d * wb
+  else:
+    a, kp = cfg.hire_softmax.approx, cfg.hire_softmax.k_prime
+    lr_part = approx.bytes_per_token(a.kind, v, d, a.rank, a.bits, 0, wb, a.group_size)
+    head = lr_part + batch * kp * d * wb
+  return cfg.n_layers * (attn + ffn_b) + norms + embed_rows + head
+
+
+def copy_bandwidth_gbs(nbytes: int = 256 << 20, repeats: int = 5) -> float:
+  """Device memory bandwidth from a copy (read + write) of `nbytes`."""
+  x = jnp.ones((nbytes // 4,), jnp.float32)
+  f = jax.jit(lambda a: a * 1.0001)
+  f(x).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(x).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * nbytes / min(times) / 1e9
 
 
 def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.MeshConfig,
                   batch_size: int = 1, context_len: int = 64, decode_steps: int = 32,
-                  warmup_steps: int = 3, init: str = "checkpoint", seed: int = 0) -> dict:
-  """Median ms per decoded token after `warmup_steps`; writes MODEL_DIR/bench/latency.json.
+                  warmup_steps: int = 3, init: str = "checkpoint", seed: int = 0,
+                  variants=None, batch_sizes=None, context_lens=None, repeats: int = 3) -> dict:
+  """Median ms per decode step for each variant x batch size x context length.
 
-  init="checkpoint" restores the latest checkpoint; init="random" uses fresh parameters
-  (latency does not depend on the values)."""
+  `variants` defaults to the configured variant alone (with a checkpoint) or all four (random
+  init). init="random" needs no checkpoint: latency does not depend on the weights' values.
+  Writes MODEL_DIR/bench/latency.json and latency.png."""
   if init not in ("checkpoint", "random"):
     raise errors.UserError(f"INIT={init!r}; use \"checkpoint\" or \"random\"")
-  if context_len + warmup_steps + decode_steps > model.max_len:
-    raise errors.UserError(
-        f"context_len {context_len} + warmup {warmup_steps} + decode {decode_steps} steps exceeds "
-        f"the model's max_len={model.max_len}; lower them")
+  batch_sizes = list(batch_sizes or [batch_size])
+  context_lens = list(context_lens or [context_len])
+  if variants is None:
+    variants = list(VARIANTS) if init == "random" else list(dict.fromkeys(
+        ["dense", _own_variant(model)]))
+  for ctx in context_lens:
+    if ctx + warmup_steps + decode_steps > model.max_len:
+      raise errors.UserError(
+          f"context {ctx} + {warmup_steps} warm-up + {decode_steps} decode steps exceeds the "
+          f"model's max_len={model.max_len}; lower CONTEXT_LEN or DECODE_STEPS")
   mesh = sharding.make_mesh(mesh_cfg)
-  if init == "random":
-    graphdef, params = state.init_params(model, seed, mesh)
-    step = None
+  cfgs = variant_configs(model, variants)
+  step = None
+  if init == "random":  # one set of weights with every approximator; variants take subsets
+    full_cfg = variant_configs(model, ["hire"])["hire"]
+    _, full_params = state.init_params(full_cfg, seed, mesh)
   else:
-    step, graphdef, params = evaluate.restore_params(model_dir, model, mesh)
-  prefill, step_fn = decode.prefill_and_step(graphdef)
-  prompt = jnp.asarray(np.random.default_rng(seed).integers(3, model.vocab_size,
-                                                             (batch_size, context_len)), jnp.int32)
-  cache = init_cache(model, batch_size)
-  t0 = time.perf_counter()
-  token, cache = prefill(params, cache, prompt)
-  token.block_until_ready()
-  prefill_ms = (time.perf_counter() - t0) * 1e3  # includes compilation on first call
-  times = []
-  for i in range(warmup_steps + decode_steps):
-    t = time.perf_counter()
-    token, cache = step_fn(params, cache, token, jnp.int32(context_len + i))
-    token.block_until_ready()
-    if i >= warmup_steps:
-      times.append((time.perf_counter() - t) * 1e3)
-  med = statistics.median(times)
-  result = {
-      "checkpoint_step": step, "init": init, "batch_size": batch_size,
-      "context_len": context_len, "decode_steps": decode_steps,
-      "ms_per_token": med, "ms_per_token_p10": float(np.percentile(times, 10)),
-      "ms_per_token_p90": float(np.percentile(times, 90)), "tokens_per_s": batch_size * 1e3 / med,
-      "first_prefill_ms_with_compile": prefill_ms, "params": model.num_params(),
-      "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
-      "host": platform.node(),
-  }
+    missing = [v for v in variants if v not in ("dense", _own_variant(model))]
+    if missing:
+      raise errors.UserError(f"variants {missing} have no trained approximators in {model_dir}; "
+                             "use INIT=random to time every variant")
+    step, _, full_params = evaluate.restore_params(model_dir, model, mesh)
+  runners = {}
+  for v, cfg in cfgs.items():
+    graphdef, abstract, _ = state.abstract_model(cfg)
+    params = _subset(full_params, abstract)
+    runners[v] = (cfg, params, *decode.prefill_and_step(graphdef, hire=v != "dense"))
+
+  bandwidth = copy_bandwidth_gbs()
+  rng = np.random.default_rng(seed)
+  cases = []
+  total = len(batch_sizes) * len(context_lens) * repeats * len(variants)
+  progress, done = reporting.Progress(0, total), 0
+  for b in batch_sizes:
+    for ctx in context_lens:
+      prompt = jnp.asarray(rng.integers(3, model.vocab_size, (b, ctx)), jnp.int32)
+      times = {v: [] for v in variants}
+      for _ in range(repeats):
+        for v in variants:  # interleaved: drift hits every variant alike
+          times[v] += _time_decode(runners[v], prompt, warmup_steps, decode_steps)
+          done += 1
+          reporting.say(progress.line(done, f"batch {b} context {ctx} {v}"))
+      dense_ms = statistics.median(times["dense"]) if "dense" in times else None
+      for v in variants:
+        cfg = runners[v][0]
+        ms = statistics.median(times[v])
+        nbytes = weight_bytes_per_step(cfg, b)
+        case = {"variant": v, "batch": b, "context": ctx, "ms_per_token": ms,
+                "ms_p10": float(np.percentile(times[v], 10)),
+                "ms_p90": float(np.percentile(times[v], 90)),
+                "tokens_per_s": b * 1e3 / ms, "weight_bytes_per_step": nbytes,
+                "achieved_gbs": nbytes / ms / 1e6, "bandwidth_fraction": nbytes / ms / 1e6 /
+                bandwidth}
+        if dense_ms is not None:
+          dense_bytes = weight_bytes_per_step(runners["dense"][0], b)
+          case["speedup"] = dense_ms / ms
+          case["roofline_speedup"] = dense_bytes / nbytes
+          # Fraction of the possible gain achieved; undefined when the bytes barely change.
+          gain = dense_bytes / nbytes - 1
+          case["roofline_fraction"] = (dense_ms / ms - 1) / gain if gain > 0.05 else None
+        cases.append(case)
+  result = {"checkpoint_step": step, "init": init, "params": model.num_params(),
+            "param_dtype": model.param_dtype, "decode_steps": decode_steps,
+            "warmup_steps": warmup_steps, "repeats": repeats, "copy_bandwidth_gbs": bandwidth,
+            "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+            "host": platform.node(), "cases": cases,
+            # first-cut keys, kept for scripts that read them: the first case
+            "ms_per_token": cases[0]["ms_per_token"], "batch_size": cases[0]["batch"],
+            "context_len": cases[0]["context"]}
   out = pathlib.Path(model_dir) / "bench" / "latency.json"
   if reporting.is_chief():
     reporting.write_json(out, result)
-  reporting.say(reporting.table([(k, v) for k, v in result.items() if k != "host"],
-                                title=f"Decode latency ({model.num_params() / 1e6:.1f}M params)"))
+    _plot(cases, out.with_suffix(".png"))
+  reporting.say(format_table(result))
   reporting.say(f"Wrote {out}")
   return result
+
+
+def _own_variant(model: ModelConfig) -> str:
+  return {(False, False): "dense", (True, False): "hire_softmax", (False, True): "hire_ffn",
+          (True, True): "hire"}[(model.hire_softmax is not None, model.hire_ffn is not None)]
+
+
+def _time_decode(runner, prompt_BxL, warmup: int, steps: int) -> list[float]:
+  """ms of each timed decode step after `warmup` steps (block_until_ready on each)."""
+  cfg, params, prefill, step_fn = runner
+  b, ctx = prompt_BxL.shape
+  cache = init_cache(cfg, b, ctx + warmup + steps)
+  token, cache = prefill(params, cache, prompt_BxL)
+  token.block_until_ready()
+  out = []
+  for i in range(warmup + steps):
+    t = time.perf_counter()
+    token, cache = step_fn(params, cache, token, jnp.int32(ctx + i))
+    token.block_until_ready()
+    if i >= warmup:
+      out.append((time.perf_counter() - t) * 1e3)
+  return out
+
+
+def format_table(result: dict) -> str:
+  head = (f"{'variant':<13}{'batch':>6}{'ctx':>6}{'ms/step':>9}{'tok/s':>9}{'MB/step':>9}"
+          f"{'GB/s':>7}{'%bw':>6}{'speedup':>8}{'roofline':>9}{'%roof':>7}")
+  lines = [f"Decode latency on {result['device']} (copy bandwidth "
+           f"{result['copy_bandwidth_gbs']:.1f} GB/s, {result['params'] / 1e6:.1f}M params, "
+           f"{result['param_dtype']})", head, "-" * len(head)]
+  for c in result["cases"]:
+    sp = c.get("speedup", float("nan"))
+    rf = c.get("roofline_speedup", float("nan"))
+    fr = c.get("roofline_fraction")
+    fr = float("nan") if fr is None else fr
+    lines.append(f"{c['variant']:<13}{c['batch']:>6}{c['context']:>6}{c['ms_per_token']:>9.2f}"
+                 f"{c['tokens_per_s']:>9.1f}{c['weight_bytes_per_step'] / 1e6:>9.1f}"
+                 f"{c['achieved_gbs']:>7.1f}{100 * c['bandwidth_fraction']:>6.0f}{sp:>8.2f}"
+                 f"{rf:>9.2f}{100 * fr:>7.0f}")
+  return "\n".join(lines)
+
+
+def _plot(cases, path: pathlib.Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(7, 4))
+  keys = sorted({(c["batch"], c["context"]) for c in cases})
+  variants = list(dict.fromkeys(c["variant"] for c in cases))
+  width = 0.8 / max(len(variants), 1)
+  for i, v in enumerate(variants):
+    ys = [next(c["ms_per_token"] for c in cases if c["variant"] == v and
+               (c["batch"], c["context"]) == k) for k in keys]
+    ax.bar(np.arange(len(keys)) + i * width, ys, width, label=v)
+  ax.set_xticks(np.arange(len(keys)) + width * (len(variants) - 1) / 2)
+  ax.set_xticklabels([f"B={b}\nctx={c}" for b, c in keys])
+  ax.set_ylabel("ms per decode step")
+  ax.set_title("hire bench-latency")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
