@@ -1,0 +1,49 @@
+import dataclasses
+import json
+
+import pytest
+
+from hire_cli import bench, errors, sharding
+from hire_cli.config import ModelConfig
+
+TINY = ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=128,
+                   max_len=64)
+
+
+def test_variant_bytes_follow_the_formulas():
+  cfgs = bench.variant_configs(TINY, bench.VARIANTS)
+  dense = bench.weight_bytes_per_step(cfgs["dense"], 1)
+  # dense: every weight once (embedding: one row per token)
+  assert dense == (TINY.num_params() - TINY.vocab_size * TINY.d_model + TINY.d_model) * 4
+  for v in ("hire_softmax", "hire_ffn", "hire"):
+    assert bench.weight_bytes_per_step(cfgs[v], 1) < dense, v
+  assert bench.weight_bytes_per_step(cfgs["hire"], 1) < bench.weight_bytes_per_step(
+      cfgs["hire_softmax"], 1)
+  # Per-token candidates grow with the batch; dynamic overlap does not.
+  shared = dataclasses.replace(cfgs["hire_ffn"], hire_ffn=dataclasses.replace(
+      cfgs["hire_ffn"].hire_ffn, dynamic_overlap=True))
+  assert bench.weight_bytes_per_step(cfgs["hire_ffn"], 8) > bench.weight_bytes_per_step(
+      cfgs["hire_ffn"], 1)
+  embed_rows = 7 * TINY.d_model * 4  # only the 7 extra embedding rows differ
+  assert bench.weight_bytes_per_step(shared, 8) - bench.weight_bytes_per_step(shared, 1) == \
+      embed_rows
+
+
+def test_random_init_benchmark_times_every_variant(tmp_path):
+  result = bench.bench_latency(model_dir=str(tmp_path), model=TINY,
+                               mesh_cfg=sharding.MeshConfig(), init="random",
+                               batch_sizes=[1, 2], context_lens=[8], decode_steps=2,
+                               warmup_steps=1, repeats=1)
+  saved = json.loads((tmp_path / "bench" / "latency.json").read_text())
+  assert (tmp_path / "bench" / "latency.png").stat().st_size > 1000
+  got = {(c["variant"], c["batch"]) for c in saved["cases"]}
+  assert got == {(v, b) for v in bench.VARIANTS for b in (1, 2)}
+  for c in result["cases"]:
+    assert c["ms_per_token"] > 0 and c["weight_bytes_per_step"] > 0
+    assert c["roofline_speedup"] > 0 and (c["variant"] != "dense" or c["speedup"] == 1.0)
+
+
+def test_checkpoint_mode_refuses_variants_it_cannot_time(tmp_path):
+  with pytest.raises(errors.UserError, match="no checkpoints|no trained approximators"):
+    bench.bench_latency(model_dir=str(tmp_path), model=TINY, mesh_cfg=sharding.MeshConfig(),
+                        variants=["hire"], context_lens=[8], decode_steps=2)
