@@ -184,12 +184,13 @@ def _time_decode(runner, prompt_BxL, warmup: int, steps: int) -> list[float]:
   cfg, params, prefill, step_fn = runner
   b, ctx = prompt_BxL.shape
   cache = init_cache(cfg, b, ctx + warmup + steps)
-  token, cache = prefill(params, cache, prompt_BxL)
+  key = jax.random.key(0)  # greedy: unused
+  token, cache = prefill(params, cache, prompt_BxL, key)
   token.block_until_ready()
   out = []
   for i in range(warmup + steps):
     t = time.perf_counter()
-    token, cache = step_fn(params, cache, token, jnp.int32(ctx + i))
+    token, cache = step_fn(params, cache, token, jnp.int32(ctx + i), key)
     token.block_until_ready()
     if i >= warmup:
       out.append((time.perf_counter() - t) * 1e3)

@@ -1,7 +1,7 @@
 """Decode engine: a jitted prefill and a jitted one-token step over the KV cache.
 
-Greedy selection happens inside the step, so the loop needs no host sync beyond reading the
-token when the caller wants it."""
+Token selection (greedy, or top-k sampling with temperature) happens inside the step, so the
+loop needs no host sync beyond reading the token when the caller wants it."""
 
 import functools
 
@@ -13,46 +13,69 @@ from hire_cli.config import ModelConfig
 from hire_cli.model import init_cache
 
 
-def next_token(model, h_Bx1xD, hire: bool):
-  """Greedy token from the last hidden state. With `hire` and a HiRE head, only the approximator
-  and the k' gathered rows of W are read."""
+def next_token(model, h_Bx1xD, hire: bool, key, top_k: int = 0, temperature: float = 0.0):
+  """The next token from the last hidden state: greedy when temperature == 0, else sampled from
+  the softmax over the top-k logits at `temperature`. With `hire` and a HiRE head, only the
+  approximator and the k' gathered rows of W are read."""
+  k = 1 if temperature == 0 else top_k
   if hire and model.cfg.hire_softmax is not None:
-    return model.head.hire_top_k(h_Bx1xD, k=1)[1][:, 0, 0].astype(jnp.int32)
-  return jnp.argmax(model.logits(h_Bx1xD)[:, 0], -1).astype(jnp.int32)
+    values_BxK, ids_BxK = (x[:, 0] for x in model.head.hire_top_k(h_Bx1xD, k=k)[:2])
+  else:
+    values_BxK, ids_BxK = jax.lax.top_k(model.logits(h_Bx1xD)[:, 0].astype(jnp.float32), k)
+  if temperature == 0:
+    return ids_BxK[:, 0].astype(jnp.int32)
+  choice_B = jax.random.categorical(key, values_BxK.astype(jnp.float32) / temperature, axis=-1)
+  return jnp.take_along_axis(ids_BxK, choice_B[:, None], -1)[:, 0].astype(jnp.int32)
 
 
 @functools.lru_cache(maxsize=None)
-def _fns(graphdef, hire: bool):
+def _fns(graphdef, hire: bool, top_k: int, temperature: float):
   @functools.partial(jax.jit, donate_argnums=1)
-  def prefill(params, cache, prompt_BxL):
+  def prefill(params, cache, prompt_BxL, key):
     model = state.bind(graphdef, params)
     # Prefill is compute-bound: the exact model fills the cache; HiRE picks the next token.
     h_BxLxD, cache = model(prompt_BxL, cache, 0)
-    return next_token(model, h_BxLxD[:, -1:], hire), cache
+    return next_token(model, h_BxLxD[:, -1:], hire, key, top_k, temperature), cache
 
   @functools.partial(jax.jit, donate_argnums=1)
-  def step(params, cache, token_B, index):
+  def step(params, cache, token_B, index, key):
     model = state.bind(graphdef, params)
     h_Bx1xD, cache = model(token_B[:, None], cache, index, hire=hire)
-    return next_token(model, h_Bx1xD, hire), cache
+    return next_token(model, h_Bx1xD, hire, key, top_k, temperature), cache
 
   return prefill, step
 
 
-def prefill_and_step(graphdef, hire: bool = False):
-  """(prefill(params, cache, prompt_BxL) -> (token_B, cache),
-      step(params, cache, token_B, index) -> (token_B, cache)); `hire` takes the HiRE paths."""
-  return _fns(graphdef, hire)
+def prefill_and_step(graphdef, hire: bool = False, top_k: int = 0, temperature: float = 0.0):
+  """(prefill(params, cache, prompt_BxL, key) -> (token_B, cache),
+      step(params, cache, token_B, index, key) -> (token_B, cache)); `hire` takes the HiRE
+  paths; temperature 0 is greedy (the key is then unused)."""
+  if temperature < 0 or (temperature > 0 and top_k <= 0):
+    raise ValueError("sampling needs temperature > 0 and top_k >= 1 (temperature 0 = greedy)")
+  return _fns(graphdef, hire, top_k, float(temperature))
+
+
+def generate(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int, *,
+             hire: bool = False, top_k: int = 0, temperature: float = 0.0, seed: int = 0,
+             on_token=None):
+  """Continues `prompt_BxL` by `num_tokens` tokens: (B, num_tokens) int32. `on_token(token_B)`
+  is called after each step (streaming); it is the only host sync in the loop."""
+  prefill, step = prefill_and_step(graphdef, hire, top_k, temperature)
+  b, l = prompt_BxL.shape
+  keys = jax.random.split(jax.random.key(seed), num_tokens)
+  cache = init_cache(cfg, b, min(cfg.max_len, l + num_tokens))
+  token_B, cache = prefill(params, cache, jnp.asarray(prompt_BxL, jnp.int32), keys[0])
+  out = [token_B]
+  if on_token:
+    on_token(token_B)
+  for i in range(num_tokens - 1):
+    token_B, cache = step(params, cache, token_B, jnp.int32(l + i), keys[i + 1])
+    out.append(token_B)
+    if on_token:
+      on_token(token_B)
+  return jnp.stack(out, axis=1)
 
 
 def greedy(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int, hire: bool = False):
   """Greedy continuation of `prompt_BxL` by `num_tokens` tokens: (B, num_tokens) int32."""
-  prefill, step = prefill_and_step(graphdef, hire)
-  b, l = prompt_BxL.shape
-  cache = init_cache(cfg, b, min(cfg.max_len, l + num_tokens))
-  token_B, cache = prefill(params, cache, jnp.asarray(prompt_BxL, jnp.int32))
-  out = [token_B]
-  for i in range(num_tokens - 1):
-    token_B, cache = step(params, cache, token_B, jnp.int32(l + i))
-    out.append(token_B)
-  return jnp.stack(out, axis=1)
+  return generate(graphdef, params, cfg, prompt_BxL, num_tokens, hire=hire)

@@ -9,7 +9,7 @@ import re
 
 import gin
 
-from hire_cli import bench, data, errors, evaluate, optimizer, paths, sharding, train
+from hire_cli import bench, data, errors, evaluate, generate, optimizer, paths, sharding, train
 from hire_cli.approx import ApproxConfig
 from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 
@@ -33,6 +33,7 @@ def register() -> None:
   gin.external_configurable(train.train, "train")
   gin.external_configurable(evaluate.evaluate, "evaluate")
   gin.external_configurable(bench.bench_latency, "bench_latency")
+  gin.external_configurable(generate.generate_text, "generate_text")
   _registered = True
 
 

@@ -73,6 +73,9 @@ def _case(tmp, trained):
       "prompt longer than the context": ("bench-latency", None, [*TINY, old,
                                                                  "CONTEXT_LEN = 500"],
                                          "max_len"),
+      "generate prompt longer than the context": ("generate", None, [
+          *TINY, old, "generate_text.prompt = '" + "word " * 200 + "'"], "exceeds the model's"),
+      "generate without a prompt": ("generate", None, [*TINY, old], "no prompt"),
       "bad INIT": ("bench-latency", None, [*TINY, old, "INIT = 'zeros'"], "INIT='zeros'"),
       "post-hoc without a HiRE variant": ("train", None, [*TINY, run, f"POST_HOC_FROM = "
                                                           f"'{trained}'"], "no HiRE layer"),
@@ -87,7 +90,8 @@ CASES = sorted([
     "unknown task", "missing vocabulary", "vocabulary larger than the model",
     "checkpoint of another shape", "checkpoint of another vocabulary size",
     "MODEL_DIR not writable", "eval without checkpoints", "prompt longer than the context",
-    "bad INIT", "post-hoc without a HiRE variant"])
+    "bad INIT", "generate prompt longer than the context", "generate without a prompt",
+    "post-hoc without a HiRE variant"])
 
 
 def _snapshot(run: pathlib.Path):

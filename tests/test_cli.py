@@ -43,6 +43,9 @@ def test_train_resume_eval_bench(tmp_path):
   latency = json.loads((tmp_path / "bench" / "latency.json").read_text())
   assert latency["ms_per_token"] > 0 and latency["checkpoint_step"] == 5
 
+  out = hire("generate", run, "--prompt=It is a truth", "--gin.GENERATE_TOKENS=5", *TINY).stdout
+  assert out.startswith("It is a truth") and len(out.split()) > 4, out
+
 
 @pytest.mark.parametrize("args,match", [
     (["train", "--gin_file=configs/experiments/nope.gin"], "gin file"),

@@ -1,0 +1,65 @@
+"""`hire generate`: text from a checkpoint and a prompt, dense or HiRE, greedy or top-k sampling
+with temperature, streamed to stdout; `compare` shows dense and HiRE greedy outputs and their
+token agreement."""
+
+import sys
+
+import numpy as np
+
+from hire_cli import data, decode, errors, evaluate, reporting, sharding, tasks
+from hire_cli.config import ModelConfig
+
+
+def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
+                  mesh_cfg: sharding.MeshConfig, prompt: str, num_tokens: int = 64,
+                  temperature: float = 0.0, top_k: int = 40, seed: int = 0, hire: bool = True,
+                  compare: bool = False) -> dict:
+  """Continues `prompt`; `hire` uses the HiRE paths when the model has HiRE layers."""
+  if not prompt:
+    raise errors.UserError("no prompt; pass --prompt='Once upon a time'")
+  if num_tokens <= 0:
+    raise errors.UserError(f"GENERATE_TOKENS={num_tokens} must be positive")
+  if temperature < 0 or (temperature > 0 and top_k < 1):
+    raise errors.UserError("sampling needs TEMPERATURE > 0 and TOP_K >= 1 (TEMPERATURE 0 is "
+                           "greedy)")
+  vocab = tasks.vocabulary(data_cfg.vocab_path)
+  ids = vocab.encode(prompt)
+  if len(ids) + num_tokens > model.max_len:
+    raise errors.UserError(
+        f"prompt ({len(ids)} tokens) + {num_tokens} new tokens exceeds the model's context "
+        f"max_len={model.max_len}; shorten the prompt or lower GENERATE_TOKENS")
+  mesh = sharding.make_mesh(mesh_cfg)
+  _, graphdef, params = evaluate.restore_params(model_dir, model, mesh)
+  prompt_1xL = np.asarray([ids], np.int32)
+  has_hire = model.hire_softmax is not None or model.hire_ffn is not None
+
+  def run(use_hire, stream, temp):
+    shown = []
+
+    def on_token(token_B):
+      shown.append(int(token_B[0]))
+      if stream and reporting.is_chief():
+        text = vocab.decode(ids + shown)  # with the prompt, so word boundaries are right
+        prev = vocab.decode(ids + shown[:-1])
+        sys.stdout.write(text[len(prev):] if text.startswith(prev) else " " + text)
+        sys.stdout.flush()
+    out = decode.generate(graphdef, params, model, prompt_1xL, num_tokens, hire=use_hire,
+                          top_k=top_k, temperature=temp, seed=seed, on_token=on_token)
+    if stream:
+      reporting.say("")
+    return np.asarray(out[0]).tolist()
+
+  if compare:
+    if not has_hire:
+      raise errors.UserError("--compare needs a HiRE model; use a configs/experiments/*hire* file")
+    dense_ids, hire_ids = run(False, False, 0.0), run(True, False, 0.0)
+    agreement = float(np.mean(np.asarray(dense_ids) == np.asarray(hire_ids)))
+    reporting.say(f"prompt: {prompt}")
+    reporting.say(f"dense : {vocab.decode(dense_ids)}")
+    reporting.say(f"HiRE  : {vocab.decode(hire_ids)}")
+    reporting.say(f"greedy token agreement: {100 * agreement:.1f}% of {num_tokens}")
+    return {"dense": dense_ids, "hire": hire_ids, "agreement": agreement}
+  if reporting.is_chief():
+    sys.stdout.write(vocab.decode(ids))
+  out_ids = run(hire and has_hire, True, temperature)
+  return {"tokens": out_ids, "text": vocab.decode(out_ids)}
