@@ -1,4 +1,4 @@
-"""The `hire` command: one absl app with subcommands train, eval and bench-latency."""
+"""The `hire` command: one absl app with subcommands train, eval, bench-latency and generate."""
 
 import os
 import sys
@@ -13,6 +13,14 @@ flags.DEFINE_multi_string("gin_file", None, "Gin config file(s); repeat the flag
                           "Default: configs/experiments/tiny_dense.gin")
 flags.DEFINE_multi_string("gin_bindings", None, "Gin bindings, e.g. 'TRAIN_STEPS = 100'. "
                           "Shorthand: --gin.TRAIN_STEPS=100")
+flags.DEFINE_string("prompt", None, "hire generate: the text to continue.")
+flags.DEFINE_bool("compare", False, "hire generate: dense and HiRE greedy outputs side by side.")
+flags.DEFINE_string("coordinator_address", None, "Multi-process run: host:port of process 0's "
+                    "coordinator (jax.distributed); every process passes the same address.")
+flags.DEFINE_integer("num_processes", None, "Multi-process run: how many processes take part.")
+flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index, 0..N-1.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with no arguments: "
+                  "it detects the cluster itself (TPU pods, SLURM, Kubernetes).")
 
 COMMANDS = {
     "train": ("train", "Pretrain (or resume) a model in MODEL_DIR from gin configs.", """\
@@ -27,6 +35,9 @@ COMMANDS = {
       Median ms per token over DECODE_STEPS decode steps after warm-up, batch BENCH_BATCH.
       --gin.INIT=random measures a freshly initialised model (no checkpoint needed).
       Writes MODEL_DIR/bench/latency.json."""),
+    "generate": ("generate_text", "Generate text from the latest checkpoint and a prompt.", """      --prompt='Once upon a time' (required). Greedy by default; --gin.TEMPERATURE=0.8
+      --gin.TOP_K=40 samples. HiRE models decode with their HiRE paths; --compare prints
+      dense and HiRE greedy outputs and their token agreement."""),
 }
 
 COMMON = """\
@@ -36,7 +47,10 @@ COMMON = """\
     --gin.LEARNING_RATE=3e-3      --gin.SEED=0              --gin.MESH_MODEL=1
   Gin files (configs/experiments/*.gin include a model size, a variant and the runs):
     --gin_file=configs/experiments/small_dense.gin   (repeatable; later wins)
-  Without --gin_file the embedded default is used: tiny model, shipped corpus, runs/default."""
+  Without --gin_file the embedded default is used: tiny model, shipped corpus, runs/default.
+  Several processes (hosts), one command per process, same flags and MODEL_DIR on all:
+    --coordinator_address=HOST:PORT --num_processes=N --process_id=I
+    --distributed                 on TPU pods / SLURM: let JAX detect the cluster itself"""
 
 
 def usage(command: str | None = None) -> str:
@@ -60,6 +74,9 @@ def execute(command: str, gin_files=None, gin_bindings=None) -> int:
     gin_utils.parse(gin_files, gin_bindings)
     if command == "train":
       gin.bind_parameter("train.operative_config", gin_utils.config_str())
+    if command == "generate" and FLAGS.is_parsed():
+      gin.bind_parameter("generate_text.prompt", FLAGS.prompt or "")
+      gin.bind_parameter("generate_text.compare", FLAGS.compare)
     gin_utils.call(COMMANDS[command][0])
   except errors.UserError as e:
     print(f"hire {command}: error: {_one_line(e)}", file=sys.stderr)
@@ -75,8 +92,27 @@ def _one_line(e: Exception) -> str:
   return " ".join(str(e).split("\n  In call to configurable")[0].split())
 
 
+def init_distributed(coordinator_address=None, num_processes=None, process_id=None,
+                     auto=False) -> None:
+  """Joins this process to a multi-process run; must come before anything touches devices."""
+  if not (coordinator_address or auto):
+    return
+  import jax
+  # CPU processes exchange collectives over TCP with gloo (jax's default; set for clarity).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
 def main(argv):
   logging.set_verbosity(logging.WARNING)
+  try:
+    init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                     FLAGS.distributed)
+  except (RuntimeError, ValueError) as e:
+    print(f"hire {argv[1]}: error: could not join the multi-process run ({_one_line(e)}); check "
+          "--coordinator_address, --num_processes and --process_id", file=sys.stderr)
+    sys.exit(2)
   sys.exit(execute(argv[1], FLAGS.gin_file, FLAGS.gin_bindings))
 
 
