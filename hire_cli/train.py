@@ -186,14 +186,14 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   writer.flush()
   mgr.close()
   final_step = int(jax.device_get(st["step"]))
-  reporting.say(f"Finished at step {final_step}: train loss {last.get('loss', float('nan')):.4f}")
+  reporting.say(f"Finished at step {final_step}: train loss {last.get('loss', float('nan')):.6f}")
   return {"step": final_step, **last}
 
 
 def _check_writable(workdir: pathlib.Path) -> None:
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_probe"
+    probe = workdir / f".write_probe{jax.process_index()}"  # processes may share MODEL_DIR
     probe.write_text("")
     probe.unlink()
   except OSError as e:

@@ -1,7 +1,6 @@
 """A run that is killed, preempted or damaged loses at most one checkpoint interval."""
 
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -11,8 +10,8 @@ import time
 import jax
 import numpy as np
 
-from hire_cli import sharding, train
-from tests.test_train import DATA, MESH, OPT, SMALL, _params, _run
+from hire_cli import sharding
+from tests.test_train import MESH, SMALL, _params, _run
 
 
 def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):

@@ -1,14 +1,13 @@
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from hire_cli import decode, errors, loss, sharding, state
 from hire_cli.approx import ApproxConfig
-from hire_cli.config import HiReSoftmaxConfig, ModelConfig
+from hire_cli.config import HiReSoftmaxConfig
 from hire_cli.model import Transformer
 
 
