@@ -6,6 +6,7 @@ batches an uninterrupted run would have seen, and each process reads only its ow
 """
 
 import dataclasses
+import os
 import hashlib
 import pathlib
 
@@ -53,7 +54,7 @@ def load_rows(cfg: DataConfig, split: str) -> np.ndarray:
         "empty or shorter than one row")
   rows_NxL = np.stack(rows).astype(np.int32)
   cache.parent.mkdir(parents=True, exist_ok=True)
-  tmp = cache.with_suffix(".tmp.npy")
+  tmp = cache.with_suffix(f".tmp{os.getpid()}.npy")  # processes may share the cache folder
   np.save(tmp, rows_NxL)
   tmp.replace(cache)
   return rows_NxL
