@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hire_cli import approx, decode, errors, evaluate, ffn, reporting, sharding, state
+from hire_cli import (approx, decode, errors, evaluate, ffn, reporting, sharding, state,
+                      topk_bench)
 from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 from hire_cli.model import init_cache
 
@@ -88,12 +89,15 @@ def copy_bandwidth_gbs(nbytes: int = 256 << 20, repeats: int = 5) -> float:
 def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.MeshConfig,
                   batch_size: int = 1, context_len: int = 64, decode_steps: int = 32,
                   warmup_steps: int = 3, init: str = "checkpoint", seed: int = 0,
-                  variants=None, batch_sizes=None, context_lens=None, repeats: int = 3) -> dict:
+                  variants=None, batch_sizes=None, context_lens=None, repeats: int = 3,
+                  topk_microbench: bool = False) -> dict:
   """Median ms per decode step for each variant x batch size x context length.
 
   `variants` defaults to the configured variant alone (with a checkpoint) or all four (random
   init). init="random" needs no checkpoint: latency does not depend on the weights' values.
-  Writes MODEL_DIR/bench/latency.json and latency.png."""
+  `topk_microbench` also times the candidate-selection operators (exact, two-stage,
+  approx_max_k, and DA-TOP-k vs gather-then-top-k over the mesh's model axis) and adds them
+  under "topk_microbench". Writes MODEL_DIR/bench/latency.json and latency.png."""
   if init not in ("checkpoint", "random"):
     raise errors.UserError(f"INIT={init!r}; use \"checkpoint\" or \"random\"")
   batch_sizes = list(batch_sizes or [batch_size])
@@ -165,6 +169,10 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
             # first-cut keys, kept for scripts that read them: the first case
             "ms_per_token": cases[0]["ms_per_token"], "batch_size": cases[0]["batch"],
             "context_len": cases[0]["context"]}
+  if topk_microbench:
+    rows = topk_bench.topk_microbench(mesh=mesh)
+    result["topk_microbench"] = rows
+    reporting.say(topk_bench.format_table(rows))
   out = pathlib.Path(model_dir) / "bench" / "latency.json"
   if reporting.is_chief():
     reporting.write_json(out, result)

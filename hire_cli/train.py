@@ -34,13 +34,28 @@ def make_train_step(setup: state.Setup):
 
 
 class _StopFlag:
-  """SIGTERM (preemption) asks the loop to save and exit cleanly."""
+  """SIGTERM (preemption) asks the loop to save and exit cleanly.
+
+  One process: our own SIGTERM handler. Several processes: JAX's preemption service (started by
+  jax.distributed, it handles SIGTERM itself) so that every host stops at the same step."""
 
   def __init__(self):
     self.requested = False
     self._old = None
+    self._multi = jax.process_count() > 1
+
+  def check(self, step: int) -> bool:
+    if self._multi:
+      from jax.experimental import multihost_utils
+      try:
+        self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # preemption service off: fall back to the local signal
+        pass
+    return self.requested
 
   def __enter__(self):
+    if self._multi:
+      return self
     def handler(signum, frame):
       self.requested = True
     try:
@@ -155,7 +170,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
                           and k.count("/") == 1)
           reporting.say(progress.line(pending[0], f"loss {last['loss']:.4f}{extra} lr {lr:.2e}"))
       pending = (done, metrics)
-      should_save = done % checkpoint_every == 0 or done == train_steps or stop.requested
+      should_save = done % checkpoint_every == 0 or done == train_steps or stop.check(done)
       if should_save:
         last = flush(*pending)  # never checkpoint a non-finite state
       if eval_every and done % eval_every == 0:
