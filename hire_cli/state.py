@@ -57,6 +57,28 @@ def approximators_only(params):
   return walk(params, False)
 
 
+def _key(k):
+  return getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))
+
+
+def _follow_params(opt_state, param_shardings, mesh: Mesh):
+  """Optimizer moments shard like the parameter they follow (matched by the end of their tree
+  path, which works through chains, masks and multi_transform); everything else is replicated."""
+  by_path = {tuple(_key(k) for k in path): s for path, s in
+             jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+  longest = max(len(p) for p in by_path)
+
+  def pick(path, leaf):
+    keys = tuple(_key(k) for k in path)
+    for n in range(min(longest, len(keys)), 0, -1):
+      s = by_path.get(keys[-n:])
+      if s is not None and len(s.spec) <= len(getattr(leaf, "shape", ())):
+        return s
+    return sharding.replicated(mesh)
+
+  return jax.tree_util.tree_map_with_path(pick, opt_state)
+
+
 def create(cfg: ModelConfig, opt_cfg: optimizer.OptimizerConfig, total_steps: int, seed: int,
            mesh: Mesh, *, abstract_only: bool = False, freeze_model: bool = False) -> Setup:
   """The train state {params, opt, step}. With `abstract_only`, shapes and shardings only
@@ -66,9 +88,7 @@ def create(cfg: ModelConfig, opt_cfg: optimizer.OptimizerConfig, total_steps: in
   trainable = approximators_only(abstract_params) if freeze_model else None
   tx = optimizer.make(opt_cfg, total_steps, abstract_params, trainable)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  # Optimizer moments shard like the parameters they follow; scalars are replicated.
-  opt_shard = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, p_shard,
-                                    transform_non_params=lambda _: sharding.replicated(mesh))
+  opt_shard = _follow_params(abstract_opt, p_shard, mesh)
   shardings = {"params": p_shard, "opt": opt_shard, "step": sharding.replicated(mesh)}
   if abstract_only:
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

@@ -7,7 +7,7 @@ from flax import nnx
 
 from hire_cli import decode, errors, loss, sharding, state
 from hire_cli.approx import ApproxConfig
-from hire_cli.config import HiReSoftmaxConfig
+from hire_cli.config import HiReSoftmaxConfig, ModelConfig
 from hire_cli.model import Transformer
 
 
@@ -86,3 +86,32 @@ def test_greedy_decoding_matches_dense_when_recall_is_one(tiny_cfg):
 def test_bad_softmax_configs_are_user_errors(tiny_cfg, kw, match):
   with pytest.raises(errors.UserError, match=match):
     _cfg(tiny_cfg, **kw)
+
+
+def test_post_hoc_mode_trains_only_the_approximator(tmp_path):
+  """From a dense checkpoint: the model stays bit-identical, the SVD-initialised approximator
+  trains, and it starts with a far better recall than a random one."""
+  from hire_cli import data, evaluate, optimizer, train
+  dense_cfg = ModelConfig(vocab_size=32000, d_model=16, n_layers=1, n_heads=2, d_head=8,
+                          d_ff=32, max_len=128)
+  hire_cfg = dataclasses.replace(dense_cfg, hire_softmax=HiReSoftmaxConfig(
+      k=8, k_prime=64, approx=ApproxConfig(rank=8)))
+  mesh_cfg = sharding.MeshConfig()
+  common = dict(data_cfg=data.DataConfig(seq_len=128), mesh_cfg=mesh_cfg, batch_size=4,
+                opt=optimizer.OptimizerConfig(learning_rate=1e-2, warmup_steps=0), log_every=1)
+  train.train(model_dir=str(tmp_path / "dense"), model=dense_cfg, train_steps=3, **common)
+  train.train(model_dir=str(tmp_path / "posthoc"), model=hire_cfg, train_steps=3,
+              post_hoc_from=str(tmp_path / "dense"), **common)
+  mesh = sharding.make_mesh(mesh_cfg)
+  _, _, dense = evaluate.restore_params(str(tmp_path / "dense"), dense_cfg, mesh)
+  _, graphdef, hire = evaluate.restore_params(str(tmp_path / "posthoc"), hire_cfg, mesh)
+  approx_trained = hire["head"].pop("approx")
+  for a, b in zip(jax.tree.leaves(dense), jax.tree.leaves(hire)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # SVD start: the approximator's A B is close to the head's W (rank 8 of a 16-wide W).
+  w = np.asarray(dense["head"]["w"])
+  ab = np.asarray(approx_trained["lr"]["a"]) @ np.asarray(approx_trained["lr"]["b"])
+  assert np.linalg.norm(ab - w) < 0.8 * np.linalg.norm(w)
+  random_cfg_params = state.init_params(hire_cfg, 1, mesh)[1]["head"]["approx"]["lr"]
+  ab_random = np.asarray(random_cfg_params["a"]) @ np.asarray(random_cfg_params["b"])
+  assert np.linalg.norm(ab_random - w) > np.linalg.norm(ab - w)
