@@ -230,15 +230,22 @@ class HiReFfn(Ffn):
     static_S = jnp.arange(s.n_static, dtype=cand.dtype)
     read = jnp.concatenate([jnp.broadcast_to(static_S, (*cand.shape[:-1], s.n_static)), cand],
                            axis=-1)
-    w_spec = "lcgd" if shared else "blcgd"
+    # The gathered blocks are flattened to (C g) rows: a 4-D "bld,blcgd" einsum lowered about
+    # 10x slower on XLA:CPU than the same product on (C g) x D (measured at F=8192, D=2048).
+    w_spec = "lkd" if shared else "blkd"
+    c = read.shape[-1]
 
     def gather(w_FxD):  # reads C blocks of g x D per token (or per position when shared)
-      return jnp.take(w_FxD.reshape(s.groups, g, d), read, axis=0).astype(dt)
+      blocks = jnp.take(w_FxD.reshape(s.groups, g, d), read, axis=0).astype(dt)
+      return blocks.reshape(*read.shape[:-1], c * g, d)
 
-    pre = jnp.einsum(f"bld,{w_spec}->blcg", x_BxLxD, gather(self.w_in[...]))
+    def unflat(a_BxLxK):
+      return a_BxLxK.reshape(*a_BxLxK.shape[:-1], c, g)
+
+    pre = unflat(jnp.einsum(f"bld,{w_spec}->blk", x_BxLxD, gather(self.w_in[...])))
     gate = None
     if cfg.activation == "swiglu":
-      gate = jnp.einsum(f"bld,{w_spec}->blcg", x_BxLxD, gather(self.w_gate[...]))
+      gate = unflat(jnp.einsum(f"bld,{w_spec}->blk", x_BxLxD, gather(self.w_gate[...])))
     act_BxLxCxg = activate(pre, gate, cfg.activation)
     score_BxLxC = group_scores(act_BxLxCxg, h.score)
     # The exact top-k_g among the candidates is small (k'_g scores): always exact.
@@ -246,7 +253,8 @@ class HiReFfn(Ffn):
     keep_BxLxC = _keep_mask(pos_BxLxK + s.n_static, read.shape[-1])
     keep_BxLxC = keep_BxLxC.at[..., :s.n_static].set(1.0)
     act_BxLxCxg = act_BxLxCxg * keep_BxLxC[..., None].astype(act_BxLxCxg.dtype)
-    y_BxLxD = jnp.einsum(f"blcg,{w_spec}->bld", act_BxLxCxg, gather(self.w_out[...]))
+    act_BxLxK = act_BxLxCxg.reshape(*act_BxLxCxg.shape[:-2], c * g)
+    y_BxLxD = jnp.einsum(f"blk,{w_spec}->bld", act_BxLxK, gather(self.w_out[...]))
     read_BxLxC = jnp.broadcast_to(read, (*x_BxLxD.shape[:2], read.shape[-1]))
     kept = jnp.concatenate([
         jnp.broadcast_to(static_S, (*x_BxLxD.shape[:2], s.n_static)),
