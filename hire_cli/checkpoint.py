@@ -67,7 +67,7 @@ def restore_latest_good(mgr: ocp.CheckpointManager, make_abstract, check=None):
 
   A damaged checkpoint (truncated or corrupted files) is set aside with a warning that names it,
   so the run resumes from the previous good one instead of failing or starting over.
-  `make_abstract()` gives the restore target; `check(meta)` raises for an incompatible (not
+  `make_abstract(meta)` gives the restore target; `check(meta)` raises for an incompatible (not
   damaged) checkpoint, which is a user error and left alone."""
   found, damaged = None, []
   for step in sorted(mgr.all_steps(), reverse=True):
@@ -79,7 +79,7 @@ def restore_latest_good(mgr: ocp.CheckpointManager, make_abstract, check=None):
     if check is not None:
       check(meta)
     try:
-      found = (step, restore(mgr, step, make_abstract()), meta)
+      found = (step, restore(mgr, step, make_abstract(meta)), meta)
       break
     except Exception as e:  # noqa: BLE001
       damaged.append((step, type(e).__name__))

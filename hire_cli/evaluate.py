@@ -65,23 +65,19 @@ def restore_params(model_dir: str, model: ModelConfig, mesh):
     raise errors.UserError(f"no checkpoints in {workdir}; train first with `hire train "
                            f"--gin.MODEL_DIR={workdir}` or point MODEL_DIR at a trained run")
   mgr = checkpoint.manager(workdir)
-  holder = {}
 
-  def abstract(meta=None):
-    return holder["setup"].state
+  def target(meta):  # a post-hoc run's optimizer state has another structure
+    return state.create(model, optimizer.OptimizerConfig(), 1, 0, mesh, abstract_only=True,
+                        freeze_model=_is_post_hoc(meta)).state
 
-  def check(meta):
-    holder["setup"] = state.create(model, optimizer.OptimizerConfig(), 1, 0, mesh,
-                                   abstract_only=True, freeze_model=_is_post_hoc(meta))
-    checkpoint.check_compatible(meta, model, holder["setup"].state["params"], str(workdir))
-
-  found = checkpoint.restore_latest_good(mgr, abstract, check)
+  found = checkpoint.restore_latest_good(
+      mgr, target,
+      lambda meta: checkpoint.check_compatible(meta, model, target(meta)["params"], str(workdir)))
+  mgr.close()
   if found is None:
     raise errors.UserError(f"no complete checkpoint in {workdir / 'checkpoints'}")
   step, restored, _ = found
-  setup = holder["setup"]
-  mgr.close()
-  return step, setup.graphdef, restored["params"]
+  return step, state.abstract_model(model)[0], restored["params"]
 
 
 def _is_post_hoc(meta: dict) -> bool:

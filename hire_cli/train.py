@@ -113,7 +113,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True,
                        freeze_model=post_hoc)
   found = checkpoint.restore_latest_good(
-      mgr, lambda: setup.state,
+      mgr, lambda meta: setup.state,
       lambda meta: checkpoint.check_compatible(meta, model, setup.state["params"], str(workdir)))
   if found is not None:
     setup.state = found[1]
