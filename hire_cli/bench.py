@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hire_cli import (approx, decode, errors, evaluate, ffn, reporting, sharding, state,
+from hire_cli import (approx, decode, errors, evaluate, ffn, latency, reporting, sharding, state,
                       topk_bench)
 from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
-from hire_cli.model import init_cache
 
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
 
@@ -117,7 +116,8 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
     full_cfg = variant_configs(model, ["hire"])["hire"]
     _, full_params = state.init_params(full_cfg, seed, mesh)
   else:
-    missing = [v for v in variants if v not in ("dense", _own_variant(model))]
+    own = _own_variant(model)  # a variant whose HiRE layers the run has (e.g. hire -> all four)
+    missing = [v for v in variants if v != "dense" and v != own and own != "hire"]
     if missing:
       raise errors.UserError(f"variants {missing} have no trained approximators in {model_dir}; "
                              "use INIT=random to time every variant")
@@ -139,7 +139,7 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
       times = {v: [] for v in variants}
       for _ in range(repeats):
         for v in variants:  # interleaved: drift hits every variant alike
-          times[v] += _time_decode(runners[v], prompt, warmup_steps, decode_steps)
+          times[v] += latency.time_decode(runners[v], prompt, warmup_steps, decode_steps)
           done += 1
           reporting.say(progress.line(done, f"batch {b} context {ctx} {v}"))
       dense_ms = statistics.median(times["dense"]) if "dense" in times else None
@@ -185,24 +185,6 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
 def _own_variant(model: ModelConfig) -> str:
   return {(False, False): "dense", (True, False): "hire_softmax", (False, True): "hire_ffn",
           (True, True): "hire"}[(model.hire_softmax is not None, model.hire_ffn is not None)]
-
-
-def _time_decode(runner, prompt_BxL, warmup: int, steps: int) -> list[float]:
-  """ms of each timed decode step after `warmup` steps (block_until_ready on each)."""
-  cfg, params, prefill, step_fn = runner
-  b, ctx = prompt_BxL.shape
-  cache = init_cache(cfg, b, ctx + warmup + steps)
-  key = jax.random.key(0)  # greedy: unused
-  token, cache = prefill(params, cache, prompt_BxL, key)
-  token.block_until_ready()
-  out = []
-  for i in range(warmup + steps):
-    t = time.perf_counter()
-    token, cache = step_fn(params, cache, token, jnp.int32(ctx + i), key)
-    token.block_until_ready()
-    if i >= warmup:
-      out.append((time.perf_counter() - t) * 1e3)
-  return out
 
 
 def format_table(result: dict) -> str:

@@ -7,8 +7,9 @@ import pathlib
 import jax
 import jax.numpy as jnp
 
-from hire_cli import (checkpoint, data, errors, loss, optimizer, reporting, sharding, softmax,
-                      state)
+from hire_cli import (checkpoint, data, errors, eval_report, latency, loss, optimizer, plots,
+                      recall_curve, reporting, sharding, softmax, state)
+from hire_cli import downstream as hire_downstream
 from hire_cli.config import ModelConfig
 
 
@@ -86,11 +87,17 @@ def _is_post_hoc(meta: dict) -> bool:
 
 def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
              mesh_cfg: sharding.MeshConfig, batch_size: int, eval_batches: int = 16,
-             unigram_baseline: bool = True) -> dict:
-  """Validation loss/perplexity of the latest checkpoint; writes MODEL_DIR/eval/metrics.json."""
+             unigram_baseline: bool = True, downstream: bool = True, downstream_dir: str = "",
+             downstream_shots: int = 0, downstream_limit: int = 0, latency_steps: int = 16,
+             recall_k_primes=(32, 64, 128, 256, 512, 1024), recall_batches: int = 2) -> dict:
+  """One report for the latest checkpoint: validation loss/perplexity (exact and served by
+  HiRE), downstream accuracy (exact and HiRE), top-k recall per HiRE layer and top-1 agreement,
+  and decode ms/token at batch 1. Writes MODEL_DIR/eval/{metrics.json,report.md,*.png} and
+  TensorBoard scalars at the checkpoint's step."""
   mesh = sharding.make_mesh(mesh_cfg)
   step, graphdef, params = restore_params(model_dir, model, mesh)
   val_rows = data.load_rows(data_cfg, "validation")
+  reporting.say(f"Evaluating {model_dir} at step {step}: validation loss and recall ...")
   found = mean_metrics(make_eval_fn(graphdef), params, val_rows, batch_size, eval_batches, mesh)
   n_batches = len(data.eval_batches(val_rows, batch_size, eval_batches))
   metrics = {"step": int(step), "loss": found.pop("loss"),
@@ -103,12 +110,28 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     evaluated = val_rows[:n_batches * batch_size]
     metrics["unigram_loss"] = data.unigram_loss(data.load_rows(data_cfg, "train"), evaluated,
                                                 model.vocab_size)
-  out = pathlib.Path(model_dir) / "eval" / "metrics.json"
+  curve = None
+  if model.hire_softmax is not None and recall_k_primes:
+    curve = recall_curve.softmax_recall_curve(graphdef, params, val_rows, batch_size,
+                                              recall_batches, recall_k_primes, mesh)
+  if downstream and jax.process_count() == 1:
+    metrics.update(hire_downstream.evaluate_downstream(
+        graphdef, params, model, data_dir=downstream_dir, shots=downstream_shots,
+        limit=downstream_limit, batch_size=batch_size, vocab_path=data_cfg.vocab_path))
+  if latency_steps and jax.process_count() == 1:
+    reporting.say(f"Timing {latency_steps} decode steps at batch 1 ...")
+    metrics.update(latency.decode_latency(graphdef, params, model, latency_steps))
+  out_dir = pathlib.Path(model_dir) / "eval"
   if reporting.is_chief():
-    reporting.write_json(out, metrics)
+    reporting.write_json(out_dir / "metrics.json", metrics)
+    if curve:
+      reporting.write_json(out_dir / "softmax_recall_curve.json", curve)
     w = reporting.writer(pathlib.Path(model_dir) / "tb" / "eval")
     w.write_scalars(int(step), {k: v for k, v in metrics.items() if k != "step"})
     w.flush()
-  reporting.say(reporting.table(list(metrics.items()), title=f"Evaluation of {model_dir} (step {step})"))
-  reporting.say(f"Wrote {out}")
+    pngs = plots.eval_plots(metrics, curve, out_dir)
+    eval_report.write(out_dir / "report.md", model_dir, metrics, curve, pngs)
+  reporting.say(reporting.table(list(metrics.items()),
+                                title=f"Evaluation of {model_dir} (step {step})"))
+  reporting.say(f"Wrote {out_dir / 'metrics.json'} and {out_dir / 'report.md'}")
   return metrics

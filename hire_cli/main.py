@@ -28,9 +28,13 @@ COMMANDS = {
       again on the same MODEL_DIR with a larger TRAIN_STEPS and it resumes from the latest step.
       SIGTERM saves a checkpoint and exits 0. Writes MODEL_DIR/config.gin and TensorBoard logs
       in MODEL_DIR/tb."""),
-    "eval": ("evaluate", "Evaluate the latest checkpoint of MODEL_DIR.", """\
-      Reports validation loss and perplexity (and a unigram baseline) as a table and in
-      MODEL_DIR/eval/metrics.json."""),
+    "eval": ("evaluate", "Evaluate the latest checkpoint of MODEL_DIR (or --compare runs).", """\
+      One report: validation loss and perplexity (exact, and served by HiRE), downstream
+      accuracy on the shipped tasks (exact and HiRE; DOWNSTREAM=False skips it), top-k recall
+      per HiRE layer and top-1 agreement, decode ms/token at batch 1. Writes
+      MODEL_DIR/eval/metrics.json, report.md, PNG plots and TensorBoard scalars.
+      hire eval --compare RUN RUN ... [--compare_out=PATH] puts the saved metrics of several
+      runs side by side with the difference to the first (PATH.md and PATH.json)."""),
     "bench-latency": ("bench_latency", "Measure decode latency with the KV cache.", """\
       Median ms per token over DECODE_STEPS decode steps after warm-up, batch BENCH_BATCH.
       --gin.INIT=random measures a freshly initialised model (no checkpoint needed).
@@ -116,6 +120,34 @@ def main(argv):
   sys.exit(execute(argv[1], FLAGS.gin_file, FLAGS.gin_bindings))
 
 
+def compare_main(args: list[str]) -> int:
+  """`hire eval --compare RUN RUN ... [--compare_out=PATH]` (also --compare=RUN,RUN)."""
+  from hire_cli import compare, errors
+  runs, out, rest, i = [], "", [], 0
+  while i < len(args):
+    a = args[i]
+    if a == "--compare":
+      while i + 1 < len(args) and not args[i + 1].startswith("-"):
+        runs.append(args[i + 1])
+        i += 1
+    elif a.startswith("--compare="):
+      runs += [r for r in a.split("=", 1)[1].split(",") if r]
+    elif a.startswith("--compare_out="):
+      out = a.split("=", 1)[1]
+    elif a != "eval":
+      rest.append(a)
+    i += 1
+  try:
+    if rest:
+      raise errors.UserError(f"--compare takes run folders and --compare_out=PATH only, not "
+                             f"{rest}; evaluate each run with `hire eval` first")
+    compare.compare_runs(runs, out)
+  except errors.UserError as e:
+    print(f"hire eval: error: {_one_line(e)}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def run():
   from hire_cli.cli_args import rewrite_argv
   argv = rewrite_argv(sys.argv)
@@ -133,6 +165,8 @@ def run():
   if wants_help:
     sys.stdout.write(usage(command))
     sys.exit(0)
+  if command == "eval" and any(a == "--compare" or a.startswith("--compare=") for a in args):
+    sys.exit(compare_main(args))
   extra = [a for a in positional[1:]]
   if extra:
     print(f"hire {command}: error: unexpected argument(s) {extra}; flags look like "

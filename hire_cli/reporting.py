@@ -79,5 +79,24 @@ def write_json(path: pathlib.Path, obj) -> None:
   tmp.replace(path)
 
 
+def append_jsonl(path: pathlib.Path, obj) -> None:
+  """One JSON object appended as a line (chief only); readers keep the last line per step."""
+  if is_chief():
+    with open(path, "a") as f:
+      f.write(json.dumps(obj, sort_keys=True) + "\n")
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict]:
+  """The objects of a JSON-lines file; a torn last line (a killed run) is skipped."""
+  out = []
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return out
+
+
 def eprint(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)

@@ -92,7 +92,6 @@ def served_metrics(logits_BxLxV, cand_BxLxKp, targets_BxL, ks=(1, 8, 32), exact_
   when given), and the served loss: softmax restricted to the candidates, with a SERVED_FLOOR
   uniform floor so that a missed target costs a finite amount."""
   logits32 = logits_BxLxV.astype(jnp.float32)
-  v = logits32.shape[-1]
   out = {}
   for k in ks:
     if k <= cand_BxLxKp.shape[-1]:
@@ -102,9 +101,16 @@ def served_metrics(logits_BxLxV, cand_BxLxKp, targets_BxL, ks=(1, 8, 32), exact_
   out["top1_agreement/softmax"] = jnp.mean(hire_top1 == jnp.argmax(logits32, -1))
   if exact_top1_BxL is not None:
     out["top1_agreement"] = jnp.mean(hire_top1 == exact_top1_BxL)
+  out["served_loss"] = -jnp.mean(served_log_probs(logits32, cand_BxLxKp, targets_BxL))
+  return out
+
+
+def served_log_probs(logits_BxLxV, cand_BxLxKp, targets_BxL):
+  """logp_BxL: the log-probability HiRE serves for each target: the softmax over the exact
+  logits of the k' candidates only, mixed with a SERVED_FLOOR uniform floor over V."""
+  logits32 = logits_BxLxV.astype(jnp.float32)
+  z_BxLxKp = jnp.take_along_axis(logits32, cand_BxLxKp, axis=-1)
   p_S_BxLxKp = jax.nn.softmax(z_BxLxKp, axis=-1)
   hit_BxLxKp = cand_BxLxKp == targets_BxL[..., None]
   p_target_BxL = jnp.sum(jnp.where(hit_BxLxKp, p_S_BxLxKp, 0.0), axis=-1)
-  p_served_BxL = (1 - SERVED_FLOOR) * p_target_BxL + SERVED_FLOOR / v
-  out["served_loss"] = -jnp.mean(jnp.log(p_served_BxL))
-  return out
+  return jnp.log((1 - SERVED_FLOOR) * p_target_BxL + SERVED_FLOOR / logits32.shape[-1])

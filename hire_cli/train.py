@@ -138,6 +138,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   step_fn = make_train_step(setup)
   eval_fn = evaluate.make_eval_fn(setup.graphdef) if eval_every else None
   writer = reporting.writer(workdir / "tb" / "train")
+  history = workdir / "history.jsonl"  # the same scalars as TensorBoard, one JSON object a line
   progress = reporting.Progress(start, train_steps)
   st = setup.state
   pending = None  # metrics of the previous step, pulled after the next one is dispatched
@@ -166,6 +167,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
         if pending[0] % log_every == 0 or pending[0] == start + 1:
           lr = float(optimizer.schedule(opt, train_steps)(pending[0] - 1))
           writer.write_scalars(pending[0], {**last, "learning_rate": lr})
+          reporting.append_jsonl(history, {"step": pending[0], **last, "learning_rate": lr})
           extra = "".join(f" {k} {v:.3f}" for k, v in last.items() if k.startswith("recall/")
                           and k.count("/") == 1)
           reporting.say(progress.line(pending[0], f"loss {last['loss']:.4f}{extra} lr {lr:.2e}"))
@@ -178,6 +180,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
                                       mesh)
         val = found["loss"]
         writer.write_scalars(done, {f"eval/{k}": v for k, v in found.items()})
+        reporting.append_jsonl(history, {"step": done, **{f"eval/{k}": v for k, v in found.items()}})
         extra = "".join(f", {k} {v:.3f}" for k, v in found.items()
                         if k.startswith(("recall/softmax@", "served_loss", "top1_agreement")) or
                         (k.startswith("recall/ffn@")))

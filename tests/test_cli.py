@@ -35,9 +35,12 @@ def test_train_resume_eval_bench(tmp_path):
   second = hire("train", run, "--gin.TRAIN_STEPS=5", *TINY)
   assert "Resuming from checkpoint at step 3" in second.stdout
 
-  hire("eval", run, "--gin.EVAL_BATCHES=1", *TINY)
+  hire("eval", run, "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=2", *TINY)
   metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
   assert metrics["step"] == 5 and {"loss", "perplexity", "unigram_loss"} <= set(metrics)
+  assert {"downstream/mean/accuracy", "downstream/cloze/accuracy",
+          "latency/ms_per_token"} <= set(metrics)
+  assert "## Downstream accuracy" in (tmp_path / "eval" / "report.md").read_text()
 
   hire("bench-latency", run, "--gin.DECODE_STEPS=4", "--gin.CONTEXT_LEN=8", *TINY)
   latency = json.loads((tmp_path / "bench" / "latency.json").read_text())
@@ -45,6 +48,33 @@ def test_train_resume_eval_bench(tmp_path):
 
   out = hire("generate", run, "--prompt=It is a truth", "--gin.GENERATE_TOKENS=5", *TINY).stdout
   assert out.startswith("It is a truth") and len(out.split()) > 4, out
+
+
+def test_eval_compare_two_runs(tmp_path):
+  """A dense and a HiRE-FFN tiny run, evaluated, then compared side by side."""
+  runs = {"dense": "configs/experiments/tiny_dense.gin",
+          "hire_ffn": "configs/experiments/tiny_hire_ffn.gin"}
+  for name, gin_file in runs.items():
+    run = f"--gin.MODEL_DIR={tmp_path / name}"
+    hire("train", f"--gin_file={gin_file}", run, "--gin.TRAIN_STEPS=2", *TINY,
+         "--gin.ModelConfig.d_ff=64", "--gin.ffn/ApproxConfig.rank=4")
+    hire("eval", f"--gin_file={gin_file}", run, "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=2",
+         "--gin.LATENCY_STEPS=2", *TINY, "--gin.ModelConfig.d_ff=64",
+         "--gin.ffn/ApproxConfig.rank=4")
+  out = hire("eval", "--compare", str(tmp_path / "dense"), str(tmp_path / "hire_ffn"),
+             f"--compare_out={tmp_path / 'cmp'}").stdout
+  header = out.splitlines()[0].split()
+  assert header == ["metric", "dense", "hire_ffn", "hire_ffn", "-", "dense"], out
+  table = json.loads((tmp_path / "cmp.json").read_text())
+  loss = next(r for r in table["rows"] if r["metric"] == "loss")
+  assert loss["diff"][0] == pytest.approx(loss["values"][1] - loss["values"][0])
+  recall = next(r for r in table["rows"] if r["metric"] == "recall/ffn@k")
+  assert recall["values"][0] is None and 0 <= recall["values"][1] <= 1  # dense has none
+  md = (tmp_path / "cmp.md").read_text()
+  assert "| metric | dense | hire_ffn | hire_ffn - dense |" in md and "## Downstream" in md
+
+  proc = hire("eval", "--compare", str(tmp_path / "dense"), str(tmp_path / "nope"), check=False)
+  assert proc.returncode == 2 and "nope/eval/metrics.json not found" in proc.stderr
 
 
 @pytest.mark.parametrize("args,match", [

@@ -1,0 +1,128 @@
+"""Downstream accuracy: the tasks of `downstream_tasks.py` driven by `seqio.Evaluator`, scored by
+log-likelihood with the exact model and with HiRE inference in the same pass."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import seqio
+
+from hire_cli import downstream_tasks, loss, reporting, softmax, state
+from hire_cli.config import ModelConfig
+
+
+@functools.lru_cache(maxsize=None)
+def make_score_fn(graphdef):
+  """Jitted per-batch scores of the target tokens: for each path ('' exact, '_hire' served) the
+  summed log-likelihood ll_B, the token count n_B and greedy_B (every target token the argmax)."""
+
+  @jax.jit
+  def score(params, inputs_BxL, targets_BxL, weights_BxL):
+    model = state.bind(graphdef, params)
+    cfg = model.cfg
+    w_BxL = weights_BxL.astype(jnp.float32)
+    n_B = jnp.sum(w_BxL, -1)
+
+    def summarise(logp_BxL, top1_BxL):
+      hit_BxL = jnp.where(w_BxL > 0, top1_BxL == targets_BxL, True)
+      return jnp.sum(logp_BxL * w_BxL, -1), jnp.all(hit_BxL, -1)
+
+    h_BxLxD, _ = model(inputs_BxL)
+    logits_BxLxV = model.logits(h_BxLxD).astype(jnp.float32)
+    logp_BxLxV = jax.nn.log_softmax(logits_BxLxV, -1)
+    logp_BxL = jnp.take_along_axis(logp_BxLxV, targets_BxL[..., None], -1)[..., 0]
+    out = {"": summarise(logp_BxL, jnp.argmax(logits_BxLxV, -1))}
+    if cfg.hire_softmax is None and cfg.hire_ffn is None:
+      out["_hire"] = out[""]
+    else:
+      hs_BxLxD, _ = model(inputs_BxL, hire=True)
+      served_BxLxV = model.logits(hs_BxLxD).astype(jnp.float32)
+      if cfg.hire_softmax is not None:
+        cand_BxLxKp = model.head.candidates(hs_BxLxD)
+        slogp_BxL = softmax.served_log_probs(served_BxLxV, cand_BxLxKp, targets_BxL)
+        z_BxLxKp = jnp.take_along_axis(served_BxLxV, cand_BxLxKp, -1)
+        top1_BxL = jnp.take_along_axis(cand_BxLxKp, jnp.argmax(z_BxLxKp, -1)[..., None],
+                                       -1)[..., 0]
+      else:
+        slogp_BxL = jnp.take_along_axis(jax.nn.log_softmax(served_BxLxV, -1),
+                                        targets_BxL[..., None], -1)[..., 0]
+        top1_BxL = jnp.argmax(served_BxLxV, -1)
+      out["_hire"] = summarise(slogp_BxL, top1_BxL)
+    loss.collect_aux(model)  # discard what the HiRE layers sowed
+    return {s: {"ll": ll_B, "greedy": g_B, "n": n_B} for s, (ll_B, g_B) in out.items()}
+
+  return score
+
+
+def seqio_score_fn(graphdef, params, batch_size: int, progress=None):
+  """The `score_fn` seqio.Evaluator calls: [(index, scores dict)] for a cached dataset of
+  (index, PrefixLM features). Batches are padded to `batch_size` so one compilation serves all."""
+  score = make_score_fn(graphdef)
+
+  def fn(dataset):
+    results = []
+    for index_B, feats in dataset.batch(batch_size).as_numpy_iterator():
+      b = len(index_B)
+      pad = lambda a: np.concatenate([a, np.repeat(a[-1:], batch_size - b, 0)]) if b < batch_size \
+          else a
+      out = jax.device_get(score(params, pad(feats["decoder_input_tokens"]),
+                                 pad(feats["decoder_target_tokens"]),
+                                 pad(feats["decoder_loss_weights"])))
+      for i in range(b):
+        row = {}
+        for s in downstream_tasks.PATHS:
+          n = max(float(out[s]["n"][i]), 1.0)
+          row.update({"ll" + s: float(out[s]["ll"][i]), "ll_norm" + s: float(out[s]["ll"][i]) / n,
+                      "greedy" + s: bool(out[s]["greedy"][i])})
+        results.append((int(index_B[i]), row))
+      if progress:
+        progress(b)
+    return results
+
+  return fn
+
+
+class _Progress:
+  """Progress lines with ETA over all (question, choice) examples of all tasks."""
+
+  def __init__(self, total: int):
+    self.total, self.done, self.next_report = total, 0, 0
+    self.bar = reporting.Progress(0, total)
+
+  def __call__(self, n: int):
+    self.done += n
+    if self.done >= self.next_report or self.done == self.total:
+      reporting.say("  downstream " + self.bar.line(self.done))
+      self.next_report = self.done + max(self.total // 10, 1)
+
+
+def evaluate_downstream(graphdef, params, cfg: ModelConfig, *, data_dir: str = "",
+                        shots: int = 0, limit: int = 0, batch_size: int = 16,
+                        seq_len: int = 128, targets_len: int = 16, vocab_path: str = "") -> dict:
+  """Accuracy (%) per task and the mean, exact and (for HiRE models) served by HiRE:
+  {"downstream/<task>/accuracy[_norm][_hire]": ..., "downstream/mean/accuracy[_hire]": ...}."""
+  found = downstream_tasks.manifest(data_dir)
+  inputs_len = min(seq_len, cfg.max_len) - targets_len  # long prompts keep their end
+  lengths = {"inputs": inputs_len, "targets": targets_len}
+  names = [downstream_tasks.register(t, shots=shots, limit=limit, vocab_path=vocab_path)
+           for t in found]
+  total = sum(sum(len(q["choices"]) for q in downstream_tasks.read_questions(t["path"], limit))
+              for t in found)
+  progress = _Progress(total)
+  score_fn = seqio_score_fn(graphdef, params, batch_size, progress)
+  has_hire = cfg.hire_softmax is not None or cfg.hire_ffn is not None
+  metrics = {}
+  for task, name in zip(found, names):
+    evaluator = seqio.Evaluator(name, seqio.PrefixLMFeatureConverter(pack=False),
+                                eval_split="validation", sequence_length=lengths,
+                                async_compute_metrics=False)
+    result, _ = evaluator.evaluate(compute_metrics=True, score_fn=score_fn)
+    for key, value in result.result()[name].items():
+      if key.endswith("_hire") and not has_hire:
+        continue
+      metrics[f"downstream/{task['name']}/{key}"] = float(getattr(value, "value", value))
+  for suffix in (("", "_hire") if has_hire else ("",)):
+    per_task = [metrics[f"downstream/{t['name']}/accuracy{suffix}"] for t in found]
+    metrics[f"downstream/mean/accuracy{suffix}"] = float(np.mean(per_task))
+  return metrics

@@ -1,0 +1,101 @@
+"""Markdown for `hire eval`: one run's report, and `--compare` tables of several runs."""
+
+import pathlib
+
+# (section, metric-key prefix or exact key) in report order.
+FAMILIES = (
+    ("Pretraining loss", ("loss", "perplexity", "served_loss", "served_perplexity",
+                          "unigram_loss")),
+    ("Downstream accuracy (%)", ("downstream/",)),
+    ("Top-k recall and agreement", ("recall/", "top1_agreement")),
+    ("Latency (batch 1)", ("latency/",)),
+)
+
+
+def family_of(key: str) -> str | None:
+  for name, prefixes in FAMILIES:
+    if any(key == p or (p.endswith("/") and key.startswith(p)) or
+           (p == "top1_agreement" and key.startswith(p)) for p in prefixes):
+      return name
+  return None
+
+
+def fmt(value) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+  return str(value)
+
+
+def write(path: pathlib.Path, model_dir: str, metrics: dict, curve: dict | None,
+          pngs: list[str]) -> None:
+  lines = [f"# Evaluation of `{model_dir}` at step {metrics.get('step')}", ""]
+  for name, _ in FAMILIES:
+    rows = [(k, v) for k, v in metrics.items() if family_of(k) == name]
+    if not rows:
+      continue
+    lines += [f"## {name}", "", "| metric | value |", "| --- | ---: |"]
+    lines += [f"| `{k}` | {fmt(v)} |" for k, v in rows]
+    lines.append("")
+  if curve:
+    ks = [k for k in curve if k.startswith("recall@")]
+    lines += ["## HiRE-Softmax recall against k'", "",
+              "| k' | " + " | ".join(ks) + " |", "| ---: |" + " ---: |" * len(ks)]
+    for i, kp in enumerate(curve["k_prime"]):
+      lines.append(f"| {kp} | " + " | ".join(f"{curve[k][i]:.4f}" for k in ks) + " |")
+    lines.append("")
+  lines += [f"![{p}]({p})" for p in pngs]
+  path.write_text("\n".join(lines) + "\n")
+
+
+def comparison(runs: list[str], metrics: list[dict]) -> dict:
+  """{"runs": [...], "rows": [{"metric", "family", "values": [...], "diff": [... vs run 0]}]}."""
+  keys = []
+  for m in metrics:
+    keys += [k for k in m if k not in keys and family_of(k)]
+  order = {name: i for i, (name, _) in enumerate(FAMILIES)}
+  keys.sort(key=lambda k: order[family_of(k)])
+  rows = []
+  for k in keys:
+    values = [m.get(k) for m in metrics]
+    base = values[0]
+    diff = [None if v is None or base is None or not isinstance(v, (int, float)) else v - base
+            for v in values[1:]]
+    rows.append({"metric": k, "family": family_of(k), "values": values, "diff": diff})
+  return {"runs": runs, "steps": [m.get("step") for m in metrics], "rows": rows}
+
+
+def _cells(table: dict, row: dict) -> list[str]:
+  return [fmt(v) for v in row["values"]] + [
+      "-" if d is None else f"{d:+.4f}" for d in row["diff"]]
+
+
+def _header(table: dict) -> list[str]:
+  names = [pathlib.Path(r).name or r for r in table["runs"]]
+  return ["metric"] + names + [f"{n} - {names[0]}" for n in names[1:]]
+
+
+def comparison_markdown(table: dict) -> str:
+  head = _header(table)
+  lines = ["# hire eval --compare", "",
+           "Runs: " + ", ".join(f"`{r}` (step {s})" for r, s in zip(table["runs"],
+                                                                     table["steps"])), ""]
+  family = None
+  for row in table["rows"]:
+    if row["family"] != family:
+      family = row["family"]
+      lines += ["", f"## {family}", "", "| " + " | ".join(head) + " |",
+                "| --- |" + " ---: |" * (len(head) - 1)]
+    lines.append(f"| `{row['metric']}` | " + " | ".join(_cells(table, row)) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def comparison_console(table: dict) -> str:
+  head = _header(table)
+  rows = [[r["metric"]] + _cells(table, r) for r in table["rows"]]
+  widths = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
+  line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths)))
+  out = [line(head), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+  return "\n".join(out + [line(r) for r in rows])

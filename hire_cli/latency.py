@@ -1,0 +1,49 @@
+"""Timing decode steps: the shared measurement of `hire bench-latency` and `hire eval`."""
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hire_cli import decode
+from hire_cli.config import ModelConfig
+from hire_cli.model import init_cache
+
+
+def time_decode(runner, prompt_BxL, warmup: int, steps: int) -> list[float]:
+  """ms of each timed decode step after `warmup` steps (block_until_ready on each).
+  `runner` is (cfg, params, prefill, step) from `decode.prefill_and_step`."""
+  cfg, params, prefill, step_fn = runner
+  b, ctx = prompt_BxL.shape
+  cache = init_cache(cfg, b, ctx + warmup + steps)
+  key = jax.random.key(0)  # greedy: unused
+  token, cache = prefill(params, cache, prompt_BxL, key)
+  token.block_until_ready()
+  out = []
+  for i in range(warmup + steps):
+    t = time.perf_counter()
+    token, cache = step_fn(params, cache, token, jnp.int32(ctx + i), key)
+    token.block_until_ready()
+    if i >= warmup:
+      out.append((time.perf_counter() - t) * 1e3)
+  return out
+
+
+def decode_latency(graphdef, params, cfg: ModelConfig, steps: int = 16, context: int = 32,
+                   warmup: int = 3, seed: int = 0) -> dict:
+  """Median ms per decode step at batch 1: `latency/ms_per_token` (the exact path) and, for
+  HiRE models, `latency/ms_per_token_hire` and the speedup; the full study is bench-latency."""
+  context = max(1, min(context, cfg.max_len - warmup - steps))
+  prompt = jnp.asarray(np.random.default_rng(seed).integers(3, cfg.vocab_size, (1, context)),
+                       jnp.int32)
+  has_hire = cfg.hire_softmax is not None or cfg.hire_ffn is not None
+  out = {}
+  for hire in ((False, True) if has_hire else (False,)):
+    runner = (cfg, params, *decode.prefill_and_step(graphdef, hire=hire))
+    out["latency/ms_per_token" + ("_hire" if hire else "")] = statistics.median(
+        time_decode(runner, prompt, warmup, steps))
+  if has_hire:
+    out["latency/speedup_hire"] = out["latency/ms_per_token"] / out["latency/ms_per_token_hire"]
+  return out

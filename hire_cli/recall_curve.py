@@ -1,0 +1,46 @@
+"""Recall of the HiRE-Softmax approximator as a function of k' (for the eval plot)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hire_cli import data, loss, sharding, state
+
+
+@functools.lru_cache(maxsize=None)
+def _rank_fn(graphdef, k_max: int, kp_max: int):
+  @jax.jit
+  def ranks(params, inputs_BxL):
+    """rank_BxLxK: where each of the exact top-k_max tokens sits in the approximator's order
+    (kp_max when it is not among its top kp_max)."""
+    model = state.bind(graphdef, params)
+    h_BxLxD, _ = model(inputs_BxL)
+    exact_BxLxV = model.logits(h_BxLxD).astype(jnp.float32)
+    loss.collect_aux(model)
+    true_BxLxK = jax.lax.top_k(exact_BxLxV, k_max)[1]
+    approx_BxLxKp = jax.lax.top_k(model.head.approx_scores(h_BxLxD).astype(jnp.float32),
+                                  kp_max)[1]
+    match_BxLxKxKp = true_BxLxK[..., :, None] == approx_BxLxKp[..., None, :]
+    first_BxLxK = jnp.argmax(match_BxLxKxKp, -1)
+    return jnp.where(jnp.any(match_BxLxKxKp, -1), first_BxLxK, kp_max)
+  return ranks
+
+
+def softmax_recall_curve(graphdef, params, rows_NxL, batch_size: int, batches: int,
+                         k_primes, mesh, ks=(1, 8, 32)) -> dict:
+  """{"k_prime": [...], "recall@k": [recall at each k'] for k in ks} on validation tokens: the
+  fraction of the exact top-k found among the approximator's top-k' (exact candidate top-k)."""
+  vocab = state.bind(graphdef, params).cfg.vocab_size
+  k_primes = sorted({min(int(kp), vocab) for kp in k_primes})
+  ks = [k for k in ks if k <= vocab]
+  ranks = _rank_fn(graphdef, max(ks), max(k_primes))
+  found = []
+  for batch in data.eval_batches(rows_NxL, batch_size, batches):
+    found.append(np.asarray(ranks(params, sharding.to_global(data.lm_inputs(batch), mesh))))
+  rank_NxK = np.concatenate([r.reshape(-1, r.shape[-1]) for r in found])
+  curve = {"k_prime": k_primes}
+  for k in ks:
+    curve[f"recall@{k}"] = [float(np.mean(rank_NxK[:, :k] < kp)) for kp in k_primes]
+  return curve

@@ -1,0 +1,117 @@
+"""Downstream scoring through seqio.Evaluator on hand-made tasks and rigged models."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hire_cli.approx import ApproxConfig
+from hire_cli import downstream, downstream_tasks, state, tasks
+from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
+from hire_cli.sharding import MeshConfig, make_mesh
+
+CFG = ModelConfig(vocab_size=32000, d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=64,
+                  max_len=48)
+R4 = ApproxConfig(rank=4)
+
+
+def _write_task(tmp_path, questions, kind="multiple_choice", name="two_q"):
+  (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+  manifest = {"tasks": [{"name": name, "kind": kind, "file": f"{name}.jsonl",
+                         "n": len(questions), "source": "test", "license": "test",
+                         "canary": None}]}
+  (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+  return str(tmp_path)
+
+
+# The answer is " yes" both times, once as choice 0 and once as choice 1.
+TWO_QUESTIONS = [
+    {"id": 0, "inputs": "Q: Is the sky blue?\nA:", "choices": [" yes", " no"], "label": 0},
+    {"id": 1, "inputs": "Q: Is water wet?\nA:", "choices": [" no", " yes"], "label": 1},
+]
+
+
+def rigged_params(cfg, prefer_ids, seed=0):
+  """A model whose every position puts the highest logits on `prefer_ids`: all tokens embed to
+  the same vector, the block adds nothing, and only the preferred rows of W align with it."""
+  _, params = state.init_params(cfg, seed, make_mesh(MeshConfig()))
+  params = jax.tree.map(np.asarray, params)
+  e_D = np.ones(cfg.d_model, np.float32)
+  params["embed"] = np.tile(e_D, (cfg.vocab_size, 1))
+  for block in params["blocks"].values():
+    block["attn"]["w_out"] = np.zeros_like(block["attn"]["w_out"])
+    block["ffn"]["w_out"] = np.zeros_like(block["ffn"]["w_out"])
+  w_VxD = np.zeros((cfg.vocab_size, cfg.d_model), np.float32)
+  w_VxD[list(prefer_ids)] = 5.0 * e_D
+  params["head"]["w"] = w_VxD
+  return params
+
+
+def _ids(text):
+  return set(tasks.vocabulary().encode(text)) - set(tasks.vocabulary().encode(" "))
+
+
+@pytest.mark.parametrize("prefer,expected", [(" yes", 100.0), (" no", 0.0)])
+def test_rigged_model_scores_known_answers(tmp_path, prefer, expected):
+  data_dir = _write_task(tmp_path, TWO_QUESTIONS)
+  graphdef = state.abstract_model(CFG)[0]
+  params = rigged_params(CFG, _ids(prefer))
+  found = downstream.evaluate_downstream(graphdef, params, CFG, data_dir=data_dir,
+                                         batch_size=4, targets_len=8)
+  assert found["downstream/two_q/accuracy"] == expected
+  assert found["downstream/two_q/accuracy_norm"] == expected
+  assert found["downstream/mean/accuracy"] == expected
+  assert "downstream/two_q/accuracy_hire" not in found  # a dense model has no HiRE path
+
+
+def test_cloze_is_greedy_exact_match(tmp_path):
+  questions = [{"id": 0, "inputs": "The cat sat on the", "choices": [" mat"], "label": 0},
+               {"id": 1, "inputs": "The dog sat on the", "choices": [" log"], "label": 0}]
+  data_dir = _write_task(tmp_path, questions, kind="cloze", name="cz")
+  graphdef = state.abstract_model(CFG)[0]
+  found = downstream.evaluate_downstream(graphdef, rigged_params(CFG, _ids(" mat")), CFG,
+                                         data_dir=data_dir, batch_size=2, targets_len=8,
+                                         limit=2)
+  assert found["downstream/cz/accuracy"] == 50.0
+
+
+def test_hire_path_is_reported_and_can_differ(tmp_path):
+  """A HiRE-Softmax model with k' = V serves exactly what the model computes; a random
+  approximator with a tiny k' misses the answer tokens and scores lower log-likelihoods."""
+  data_dir = _write_task(tmp_path, TWO_QUESTIONS)
+  full = ModelConfig(**{**CFG.__dict__, "hire_softmax": HiReSoftmaxConfig(approx=R4, k=1, k_prime=32000)})
+  tiny = ModelConfig(**{**CFG.__dict__, "hire_softmax": HiReSoftmaxConfig(approx=R4, k=1, k_prime=1)})
+  for cfg in (full, tiny):
+    graphdef = state.abstract_model(cfg)[0]
+    params = rigged_params(cfg, _ids(" yes"))
+    score = downstream.make_score_fn(graphdef)
+    yes = sorted(_ids(" yes"))[0]  # a token the rigged model likes: far above the floor
+    inputs = jnp.asarray([[0, 5, yes, yes]], jnp.int32)
+    targets = jnp.asarray([[5, yes, yes, yes]], jnp.int32)
+    out = score(params, inputs, targets, jnp.asarray([[0, 0, 1, 1]]))
+    if cfg is full:
+      np.testing.assert_allclose(out["_hire"]["ll"], out[""]["ll"], rtol=1e-4, atol=1e-4)
+      found = downstream.evaluate_downstream(graphdef, params, cfg, data_dir=data_dir,
+                                             batch_size=4, targets_len=8)
+      assert found["downstream/two_q/accuracy_hire"] == found["downstream/two_q/accuracy"]
+      assert found["downstream/mean/accuracy_hire"] == 100.0
+    else:
+      assert float(out["_hire"]["ll"][0]) < float(out[""]["ll"][0]) - 1.0
+
+
+def test_ffn_only_model_has_hire_path(tmp_path):
+  data_dir = _write_task(tmp_path, TWO_QUESTIONS)
+  cfg = ModelConfig(**{**CFG.__dict__, "hire_ffn": HiReFfnConfig(approx=R4, group_size=8)})
+  graphdef, params = state.init_params(cfg, 0, make_mesh(MeshConfig()))
+  found = downstream.evaluate_downstream(graphdef, params, cfg, data_dir=data_dir,
+                                         batch_size=4, targets_len=8)
+  assert {"downstream/two_q/accuracy_hire", "downstream/mean/accuracy_hire"} <= set(found)
+
+
+def test_few_shot_prompt_never_contains_its_own_answer():
+  qs = [{"inputs": f"Q{i}:", "choices": [f" a{i}", f" b{i}"], "label": i % 2} for i in range(4)]
+  prefix = downstream_tasks.few_shot_prefix(qs, 1, 2)
+  assert prefix == "Q2: a2\n\nQ3: b3\n\n"
+  assert "Q1" not in prefix

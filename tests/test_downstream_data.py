@@ -1,0 +1,108 @@
+"""The shipped downstream evaluation data (data/downstream/, built by data/build_downstream.py)."""
+
+import gzip
+import json
+import pathlib
+
+import pytest
+
+DATA = pathlib.Path(__file__).resolve().parent.parent / "data"
+DOWNSTREAM = DATA / "downstream"
+CORPUS = DATA / "corpus"
+
+
+def _manifest():
+  with open(DOWNSTREAM / "manifest.json", encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _records(task):
+  with open(DOWNSTREAM / task["file"], encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def _split_texts(split):
+  with gzip.open(CORPUS / f"{split}.jsonl.gz", "rt", encoding="utf-8") as f:
+    return [" ".join(json.loads(line)["text"].split()) for line in f]
+
+
+TASKS = _manifest()["tasks"]
+
+
+@pytest.fixture(scope="module")
+def train_text():
+  return "\n".join(_split_texts("train"))
+
+
+def test_manifest_lists_the_tasks():
+  names = [t["name"] for t in TASKS]
+  assert len(names) == len(set(names))
+  assert {"sentiment_rt", "cloze"} <= set(names)
+  assert sum(n.startswith("bb_") for n in names) == 5
+  for t in TASKS:
+    assert t["kind"] in ("multiple_choice", "cloze")
+    assert t["file"] == f"{t['name']}.jsonl"
+    assert t["source"] and t["license"]
+    if t["name"].startswith("bb_"):
+      assert "canary GUID" in t["canary"]
+    else:
+      assert t["canary"] is None
+  total = sum((DOWNSTREAM / t["file"]).stat().st_size for t in TASKS)
+  assert total < 3_000_000
+
+
+@pytest.mark.parametrize("task", TASKS, ids=[t["name"] for t in TASKS])
+def test_task_file_is_well_formed(task):
+  records = _records(task)
+  assert len(records) == task["n"] > 0
+  assert [r["id"] for r in records] == list(range(task["n"]))
+  for r in records:
+    assert set(r) == {"id", "inputs", "choices", "label"}
+    assert isinstance(r["inputs"], str) and r["inputs"].strip()
+    assert all(isinstance(c, str) and c.startswith(" ") and c.strip() for c in r["choices"])
+    assert isinstance(r["label"], int) and 0 <= r["label"] < len(r["choices"])
+    if task["kind"] == "multiple_choice":
+      assert 2 <= len(r["choices"]) <= 5
+      assert len(set(r["choices"])) == len(r["choices"])
+    else:
+      assert len(r["choices"]) == 1 and r["label"] == 0
+  # (timedial asks about the same dialogue with different choice sets)
+  assert len({(r["inputs"], tuple(r["choices"])) for r in records}) > 0.9 * len(records)
+
+
+def test_sentiment_is_balanced():
+  task = next(t for t in TASKS if t["name"] == "sentiment_rt")
+  records = _records(task)
+  assert all(r["choices"] == [" positive", " negative"] for r in records)
+  labels = [r["label"] for r in records]
+  assert labels.count(0) == labels.count(1) == len(records) // 2
+  assert all(r["inputs"].startswith("Review: ") and r["inputs"].endswith("\nSentiment:")
+             for r in records)
+
+
+def test_cloze_items_are_last_words_of_validation_sentences():
+  task = next(t for t in TASKS if t["name"] == "cloze")
+  validation = "\n".join(_split_texts("validation"))
+  for r in _records(task):
+    word = r["choices"][0][1:]
+    assert word.isascii() and word.isalpha() and len(word) >= 3
+    assert not r["inputs"].endswith(" ")
+    assert 40 <= len(r["inputs"].split()) + 1 <= 80
+    passage = r["inputs"] + " " + word
+    # the passage is held-out text, followed by the sentence's final punctuation
+    assert any(passage + p in validation for p in ".!?"), passage[-80:]
+
+
+def test_cloze_passages_do_not_occur_in_train(train_text):
+  task = next(t for t in TASKS if t["name"] == "cloze")
+  for r in _records(task)[::10]:  # a sample: the builder checks every passage's ending
+    passage = r["inputs"] + r["choices"][0]
+    assert passage not in train_text
+    assert " ".join(passage.split()[-10:]) not in train_text, passage[-80:]
+
+
+def test_bigbench_canary_not_in_train(train_text):
+  canaries = {t["canary"] for t in TASKS if t["canary"]}
+  assert canaries
+  for canary in canaries:
+    assert canary.split()[-1] not in train_text  # the GUID
