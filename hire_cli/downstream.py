@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import seqio
+from absl import logging
 
 from hire_cli import downstream_tasks, loss, reporting, softmax, state
 from hire_cli.config import ModelConfig
@@ -113,16 +114,28 @@ def evaluate_downstream(graphdef, params, cfg: ModelConfig, *, data_dir: str = "
   score_fn = seqio_score_fn(graphdef, params, batch_size, progress)
   has_hire = cfg.hire_softmax is not None or cfg.hire_ffn is not None
   metrics = {}
-  for task, name in zip(found, names):
-    evaluator = seqio.Evaluator(name, seqio.PrefixLMFeatureConverter(pack=False),
-                                eval_split="validation", sequence_length=lengths,
-                                async_compute_metrics=False)
-    result, _ = evaluator.evaluate(compute_metrics=True, score_fn=score_fn)
-    for key, value in result.result()[name].items():
-      if key.endswith("_hire") and not has_hire:
-        continue
-      metrics[f"downstream/{task['name']}/{key}"] = float(getattr(value, "value", value))
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # seqio warns per task that the lengths exceed the data
+  try:
+    for task, name in zip(found, names):
+      metrics.update(_evaluate_task(task, name, lengths, score_fn, has_hire))
+  finally:
+    logging.set_verbosity(verbosity)
   for suffix in (("", "_hire") if has_hire else ("",)):
     per_task = [metrics[f"downstream/{t['name']}/accuracy{suffix}"] for t in found]
     metrics[f"downstream/mean/accuracy{suffix}"] = float(np.mean(per_task))
+  return metrics
+
+
+def _evaluate_task(task: dict, name: str, lengths: dict, score_fn, has_hire: bool) -> dict:
+  """One task through seqio.Evaluator: {"downstream/<task>/<metric>": value}."""
+  evaluator = seqio.Evaluator(name, seqio.PrefixLMFeatureConverter(pack=False),
+                              eval_split="validation", sequence_length=lengths,
+                              async_compute_metrics=False)
+  result, _ = evaluator.evaluate(compute_metrics=True, score_fn=score_fn)
+  metrics = {}
+  for key, value in result.result()[name].items():
+    if key.endswith("_hire") and not has_hire:
+      continue
+    metrics[f"downstream/{task['name']}/{key}"] = float(getattr(value, "value", value))
   return metrics

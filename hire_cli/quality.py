@@ -59,6 +59,9 @@ def main(argv) -> None:
     hire("train", f"--gin_file=configs/experiments/{size}_{v}.gin", f"--gin.MODEL_DIR={root / v}",
          *common)
   for v in VARIANTS:
+    if _evaluated(root / v, steps):
+      reporting.say(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
+      continue
     hire("eval", f"--gin_file=configs/experiments/{size}_{v}.gin", f"--gin.MODEL_DIR={root / v}",
          f"--gin.DOWNSTREAM_LIMIT={limit}")
   hire("eval", "--compare", *[str(root / v) for v in VARIANTS],
@@ -69,6 +72,14 @@ def main(argv) -> None:
   write_results(root, out, size=size, steps=steps, limit=limit, command=command,
                 minutes=(time.perf_counter() - t0) / 60)
   reporting.say(f"Wrote {out}")
+
+
+def _evaluated(run: pathlib.Path, steps: int) -> bool:
+  path = run / "eval" / "metrics.json"
+  if not path.exists():
+    return False
+  m = json.loads(path.read_text())
+  return m.get("step") == steps and "downstream/mean/accuracy" in m
 
 
 def _metrics(root: pathlib.Path) -> dict:
