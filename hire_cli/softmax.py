@@ -119,3 +119,17 @@ def served_log_probs(logits_BxLxV, cand_BxLxKp, targets_BxL):
   hit_BxLxKp = cand_BxLxKp == targets_BxL[..., None]
   p_target_BxL = jnp.sum(jnp.where(hit_BxLxKp, p_S_BxLxKp, 0.0), axis=-1)
   return jnp.log((1 - SERVED_FLOOR) * p_target_BxL + SERVED_FLOOR / logits32.shape[-1])
+
+
+def scoring_log_probs(logits_BxLxV, cand_BxLxKp, targets_BxL):
+  """logp_BxL for scoring a given continuation with HiRE (downstream multiple choice): the
+  target's row is gathered too (k' + 1 rows), and its exact logit is normalised over the
+  candidates plus itself. The misses of the candidate set then cost only the probability mass
+  outside it, instead of the SERVED_FLOOR that sampling would give them."""
+  logits32 = logits_BxLxV.astype(jnp.float32)
+  z_BxLxKp = jnp.take_along_axis(logits32, cand_BxLxKp, axis=-1)
+  z_BxLxKp = jnp.where(cand_BxLxKp == targets_BxL[..., None], -jnp.inf, z_BxLxKp)
+  t_BxL = jnp.take_along_axis(logits32, targets_BxL[..., None], axis=-1)[..., 0]
+  log_z_BxL = jnp.logaddexp(jax.nn.logsumexp(z_BxLxKp, axis=-1), t_BxL)
+  return t_BxL - log_z_BxL
+

@@ -78,8 +78,9 @@ def test_cloze_is_greedy_exact_match(tmp_path):
 
 
 def test_hire_path_is_reported_and_can_differ(tmp_path):
-  """A HiRE-Softmax model with k' = V serves exactly what the model computes; a random
-  approximator with a tiny k' misses the answer tokens and scores lower log-likelihoods."""
+  """A HiRE-Softmax model with k' = V scores exactly what the model computes; with a tiny k'
+  the partition function covers only the candidates and the target, so a target the exact
+  model finds unlikely scores far higher: the HiRE path is really taken."""
   data_dir = _write_task(tmp_path, TWO_QUESTIONS)
   full = ModelConfig(**{**CFG.__dict__, "hire_softmax": HiReSoftmaxConfig(approx=R4, k=1, k_prime=32000)})
   tiny = ModelConfig(**{**CFG.__dict__, "hire_softmax": HiReSoftmaxConfig(approx=R4, k=1, k_prime=1)})
@@ -90,15 +91,15 @@ def test_hire_path_is_reported_and_can_differ(tmp_path):
     yes = sorted(_ids(" yes"))[0]  # a token the rigged model likes: far above the floor
     inputs = jnp.asarray([[0, 5, yes, yes]], jnp.int32)
     targets = jnp.asarray([[5, yes, yes, yes]], jnp.int32)
-    out = score(params, inputs, targets, jnp.asarray([[0, 0, 1, 1]]))
+    out = score(params, inputs, targets, jnp.asarray([[1, 1, 1, 1]]))
     if cfg is full:
       np.testing.assert_allclose(out["_hire"]["ll"], out[""]["ll"], rtol=1e-4, atol=1e-4)
       found = downstream.evaluate_downstream(graphdef, params, cfg, data_dir=data_dir,
                                              batch_size=4, targets_len=8)
       assert found["downstream/two_q/accuracy_hire"] == found["downstream/two_q/accuracy"]
       assert found["downstream/mean/accuracy_hire"] == 100.0
-    else:
-      assert float(out["_hire"]["ll"][0]) < float(out[""]["ll"][0]) - 1.0
+    else:  # token 5 is far down the exact softmax, but normalised over 1 candidate + itself
+      assert float(out["_hire"]["ll"][0]) > float(out[""]["ll"][0]) + 1.0
 
 
 def test_ffn_only_model_has_hire_path(tmp_path):
