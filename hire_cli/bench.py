@@ -24,6 +24,12 @@ from hire_cli import (approx, decode, errors, evaluate, ffn, latency, reporting,
 from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
+# Dynamic overlap (one shared FFN candidate set per decoding batch): timed when a batch > 1.
+OVERLAP_VARIANTS = ("hire_ffn_overlap", "hire_overlap")
+# The HiRE layers each variant needs trained approximators for.
+LAYERS = {"dense": set(), "hire_softmax": {"softmax"}, "hire_ffn": {"ffn"},
+          "hire": {"softmax", "ffn"}, "hire_ffn_overlap": {"ffn"},
+          "hire_overlap": {"softmax", "ffn"}}
 
 
 def variant_configs(model: ModelConfig, variants) -> dict:
@@ -33,8 +39,9 @@ def variant_configs(model: ModelConfig, variants) -> dict:
   sm = model.hire_softmax or HiReSoftmaxConfig(approx=approx.ApproxConfig(rank=rank),
                                                k_prime=min(256, model.vocab_size))
   ff = model.hire_ffn or HiReFfnConfig(approx=approx.ApproxConfig(rank=rank))
+  shared = dataclasses.replace(ff, dynamic_overlap=True)
   table = {"dense": (None, None), "hire_softmax": (sm, None), "hire_ffn": (None, ff),
-           "hire": (sm, ff)}
+           "hire": (sm, ff), "hire_ffn_overlap": (None, shared), "hire_overlap": (sm, shared)}
   unknown = [v for v in variants if v not in table]
   if unknown:
     raise errors.UserError(f"unknown variant(s) {unknown}; choose from {list(table)}")
@@ -112,6 +119,8 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
   if variants is None:
     variants = list(VARIANTS) if init == "random" else list(dict.fromkeys(
         ["dense", _own_variant(model)]))
+    if max(batch_sizes) > 1:
+      variants += [v for v in OVERLAP_VARIANTS if LAYERS[v] <= _union(variants)]
   for ctx in context_lens:
     if ctx + warmup_steps + decode_steps > model.max_len:
       raise errors.UserError(
@@ -124,8 +133,8 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
     full_cfg = variant_configs(model, ["hire"])["hire"]
     _, full_params = state.init_params(full_cfg, seed, mesh)
   else:
-    own = _own_variant(model)  # a variant whose HiRE layers the run has (e.g. hire -> all four)
-    missing = [v for v in variants if v != "dense" and v != own and own != "hire"]
+    own = LAYERS[_own_variant(model)]  # the run's trained HiRE layers (hire: all variants)
+    missing = [v for v in variants if not LAYERS.get(v, set()) <= own]
     if missing:
       raise errors.UserError(f"variants {missing} have no trained approximators in {model_dir}; "
                              "use INIT=random to time every variant")
@@ -140,15 +149,18 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
   bandwidth = measured["gbs"]
   rng = np.random.default_rng(seed)
   cases = []
-  total = len(batch_sizes) * len(context_lens) * repeats * len(variants)
+  total = len(batch_sizes) * len(context_lens) * (repeats + 1) * len(variants)
   progress, done = reporting.Progress(0, total), 0
   for b in batch_sizes:
     for ctx in context_lens:
       prompt = jnp.asarray(rng.integers(3, model.vocab_size, (b, ctx)), jnp.int32)
       times = {v: [] for v in variants}
-      for _ in range(repeats):
+      prefill = {v: [] for v in variants}
+      for _ in range(repeats + 1):  # the first round compiles the prefill; its times are dropped
         for v in variants:  # interleaved: drift hits every variant alike
-          times[v] += latency.time_decode(runners[v], prompt, warmup_steps, decode_steps)
+          p_ms, step_ms = latency.time_decode(runners[v], prompt, warmup_steps, decode_steps)
+          times[v] += step_ms
+          prefill[v].append(p_ms)
           done += 1
           reporting.say(progress.line(done, f"batch {b} context {ctx} {v}"))
       dense_ms = statistics.median(times["dense"]) if "dense" in times else None
@@ -156,7 +168,9 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
         cfg = runners[v][0]
         ms = statistics.median(times[v])
         nbytes = weight_bytes_per_step(cfg, b)
+        prefill_ms = statistics.median(prefill[v][1:])
         case = {"variant": v, "batch": b, "context": ctx, "ms_per_token": ms,
+                "prefill_ms": prefill_ms, "prefill_tokens_per_s": b * ctx * 1e3 / prefill_ms,
                 "ms_p10": float(np.percentile(times[v], 10)),
                 "ms_p90": float(np.percentile(times[v], 90)),
                 "tokens_per_s": b * 1e3 / ms, "weight_bytes_per_step": nbytes,
@@ -193,14 +207,18 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
   return result
 
 
+def _union(variants) -> set:
+  return set().union(*(LAYERS[v] for v in variants))
+
+
 def _own_variant(model: ModelConfig) -> str:
   return {(False, False): "dense", (True, False): "hire_softmax", (False, True): "hire_ffn",
           (True, True): "hire"}[(model.hire_softmax is not None, model.hire_ffn is not None)]
 
 
 def format_table(result: dict) -> str:
-  head = (f"{'variant':<13}{'batch':>6}{'ctx':>6}{'ms/step':>9}{'tok/s':>9}{'MB/step':>9}"
-          f"{'GB/s':>7}{'%bw':>6}{'speedup':>8}{'roofline':>9}{'%roof':>7}")
+  head = (f"{'variant':<17}{'batch':>6}{'ctx':>6}{'ms/step':>9}{'tok/s':>9}{'MB/step':>9}"
+          f"{'GB/s':>7}{'%bw':>6}{'speedup':>8}{'roofline':>9}{'%roof':>7}{'prefill ms':>11}")
   lines = [f"Decode latency on {result['device']} (memory bandwidth "
            f"{result['bandwidth_gbs']:.1f} GB/s, {result['params'] / 1e6:.1f}M params, "
            f"{result['param_dtype']})", head, "-" * len(head)]
@@ -209,10 +227,10 @@ def format_table(result: dict) -> str:
     rf = c.get("roofline_speedup", float("nan"))
     fr = c.get("roofline_fraction")
     fr = float("nan") if fr is None else fr
-    lines.append(f"{c['variant']:<13}{c['batch']:>6}{c['context']:>6}{c['ms_per_token']:>9.2f}"
+    lines.append(f"{c['variant']:<17}{c['batch']:>6}{c['context']:>6}{c['ms_per_token']:>9.2f}"
                  f"{c['tokens_per_s']:>9.1f}{c['weight_bytes_per_step'] / 1e6:>9.1f}"
                  f"{c['achieved_gbs']:>7.1f}{100 * c['bandwidth_fraction']:>6.0f}{sp:>8.2f}"
-                 f"{rf:>9.2f}{100 * fr:>7.0f}")
+                 f"{rf:>9.2f}{100 * fr:>7.0f}{c.get('prefill_ms', float('nan')):>11.1f}")
   return "\n".join(lines)
 
 

@@ -12,15 +12,19 @@ from hire_cli.config import ModelConfig
 from hire_cli.model import init_cache
 
 
-def time_decode(runner, prompt_BxL, warmup: int, steps: int) -> list[float]:
-  """ms of each timed decode step after `warmup` steps (block_until_ready on each).
-  `runner` is (cfg, params, prefill, step) from `decode.prefill_and_step`."""
+def time_decode(runner, prompt_BxL, warmup: int, steps: int) -> tuple[float, list[float]]:
+  """(ms of the prefill, [ms of each timed decode step after `warmup` steps]), with
+  block_until_ready on each. `runner` is (cfg, params, prefill, step) from
+  `decode.prefill_and_step`; the prefill is compiled by the first call for a shape, so time a
+  shape twice to see it warm."""
   cfg, params, prefill, step_fn = runner
   b, ctx = prompt_BxL.shape
   cache = init_cache(cfg, b, ctx + warmup + steps)
   key = jax.random.key(0)  # greedy: unused
+  t = time.perf_counter()
   token, cache = prefill(params, cache, prompt_BxL, key)
   token.block_until_ready()
+  prefill_ms = (time.perf_counter() - t) * 1e3
   out = []
   for i in range(warmup + steps):
     t = time.perf_counter()
@@ -28,7 +32,7 @@ def time_decode(runner, prompt_BxL, warmup: int, steps: int) -> list[float]:
     token.block_until_ready()
     if i >= warmup:
       out.append((time.perf_counter() - t) * 1e3)
-  return out
+  return prefill_ms, out
 
 
 def decode_latency(graphdef, params, cfg: ModelConfig, steps: int = 16, context: int = 32,
@@ -43,7 +47,7 @@ def decode_latency(graphdef, params, cfg: ModelConfig, steps: int = 16, context:
   for hire in ((False, True) if has_hire else (False,)):
     runner = (cfg, params, *decode.prefill_and_step(graphdef, hire=hire))
     out["latency/ms_per_token" + ("_hire" if hire else "")] = statistics.median(
-        time_decode(runner, prompt, warmup, steps))
+        time_decode(runner, prompt, warmup, steps)[1])
   if has_hire:
     out["latency/speedup_hire"] = out["latency/ms_per_token"] / out["latency/ms_per_token_hire"]
   return out

@@ -37,9 +37,10 @@ def test_random_init_benchmark_times_every_variant(tmp_path):
   saved = json.loads((tmp_path / "bench" / "latency.json").read_text())
   assert (tmp_path / "bench" / "latency.png").stat().st_size > 1000
   got = {(c["variant"], c["batch"]) for c in saved["cases"]}
-  assert got == {(v, b) for v in bench.VARIANTS for b in (1, 2)}
+  every = bench.VARIANTS + bench.OVERLAP_VARIANTS  # a batch > 1: dynamic overlap timed too
+  assert got == {(v, b) for v in every for b in (1, 2)}
   for c in result["cases"]:
-    assert c["ms_per_token"] > 0 and c["weight_bytes_per_step"] > 0
+    assert c["ms_per_token"] > 0 and c["weight_bytes_per_step"] > 0 and c["prefill_ms"] > 0
     assert c["roofline_speedup"] > 0 and (c["variant"] != "dense" or c["speedup"] == 1.0)
 
 
@@ -47,3 +48,14 @@ def test_checkpoint_mode_refuses_variants_it_cannot_time(tmp_path):
   with pytest.raises(errors.UserError, match="no checkpoints|no trained approximators"):
     bench.bench_latency(model_dir=str(tmp_path), model=TINY, mesh_cfg=sharding.MeshConfig(),
                         variants=["hire"], context_lens=[8], decode_steps=2)
+
+
+def test_overlap_variants_share_one_candidate_set():
+  cfgs = bench.variant_configs(TINY, ["hire_ffn", "hire_ffn_overlap"])
+  assert not cfgs["hire_ffn"].hire_ffn.dynamic_overlap
+  assert cfgs["hire_ffn_overlap"].hire_ffn.dynamic_overlap
+  # per-token candidate sets grow with the batch; the shared set does not
+  grow = lambda v: (bench.weight_bytes_per_step(cfgs[v], 8) -
+                    bench.weight_bytes_per_step(cfgs[v], 1))
+  assert grow("hire_ffn") > grow("hire_ffn_overlap")
+
