@@ -11,6 +11,7 @@ bench-latency`) and writes a markdown results page with the training curves.
 
 import datetime
 import json
+import os
 import pathlib
 import platform
 import subprocess
@@ -154,7 +155,7 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
   lines = [
       f"# Quality: dense vs HiRE-Softmax vs HiRE-FFN vs HiRE ({size})", "",
       f"Command: `{command}` ({minutes:.0f} min). Date: {datetime.date.today().isoformat()}. "
-      f"Machine: {platform.node()}, {platform.machine()}, "
+      f"Machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} CPU cores, "
       f"{latency.get('device', 'unknown device')}.",
       f"Each variant: `configs/experiments/{size}_<variant>.gin`, {steps} steps, same seed and "
       f"data order, checkpoint at step {metrics['dense'].get('step')}. Downstream: first "
@@ -163,10 +164,20 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
       "| metric | " + " | ".join(VARIANTS) + " |", "| --- |" + " ---: |" * len(VARIANTS)]
   for label, values in results_rows(metrics, latency):
     lines.append(f"| {label} | " + " | ".join(eval_report.fmt(x) for x in values) + " |")
+  lines += ["", "Served loss is what HiRE sampling serves: the softmax over the k' candidates "
+            "with a 1e-6 uniform floor, so with HiRE-Softmax it is dominated by the targets "
+            "outside the candidates (it is not a quality metric; the loss aim uses the exact "
+            "loss). Downstream HiRE scoring gathers the target's row and normalises over the "
+            "candidates plus the target."]
   lines += ["", "## Aims", ""] + aims(metrics)
+  comparison = root / "comparison.md"
+  extra = ""
+  if comparison.exists():  # the runs folder is not in git: keep a copy next to the page
+    copy = out.with_name(out.stem + "_comparison.md")
+    copy.write_text(comparison.read_text())
+    extra = f"; every metric side by side: [{copy.name}]({copy.name})"
   lines += ["", f"![training curves]({curves.name})", "",
-            f"Per-run reports: `{root}/<variant>/eval/report.md`; side by side: "
-            f"`{root}/comparison.md`."]
+            f"Per-run reports: `{root}/<variant>/eval/report.md`{extra}."]
   out.write_text("\n".join(lines) + "\n")
 
 
