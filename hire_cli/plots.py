@@ -73,7 +73,8 @@ def training_curves(histories: dict[str, list[dict]], path: pathlib.Path) -> Non
     ax.set_ylabel("nats/token")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
