@@ -6,7 +6,7 @@ eval`), compares them (`hire eval --compare`), times all four on the HiRE run's 
 bench-latency`) and writes a markdown results page with the training curves.
 
   python -m hire_cli.quality                  # small, 300 steps (~90 min on 2 CPU cores)
-  python -m hire_cli.quality --quick          # tiny, 60 steps (~10 min)
+  python -m hire_cli.quality --quick          # tiny, 60 steps (25 min today; aim ~10)
 """
 
 import datetime
@@ -24,7 +24,7 @@ from hire_cli import eval_report, plots, reporting
 
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
 
-flags.DEFINE_bool("quick", False, "tiny model, few steps: a ~10 minute check of the pipeline")
+flags.DEFINE_bool("quick", False, "tiny model, few steps: a quick check of the pipeline")
 flags.DEFINE_string("size", None, "model size (configs/experiments/<size>_<variant>.gin); "
                     "default small (tiny with --quick)")
 flags.DEFINE_integer("steps", None, "training steps per variant (default 300; 60 with --quick)")
