@@ -42,9 +42,7 @@ def make_score_fn(graphdef):
       if cfg.hire_softmax is not None:
         cand_BxLxKp = model.head.candidates(hs_BxLxD)
         slogp_BxL = softmax.scoring_log_probs(served_BxLxV, cand_BxLxKp, targets_BxL)
-        z_BxLxKp = jnp.take_along_axis(served_BxLxV, cand_BxLxKp, -1)
-        top1_BxL = jnp.take_along_axis(cand_BxLxKp, jnp.argmax(z_BxLxKp, -1)[..., None],
-                                       -1)[..., 0]
+        top1_BxL = softmax.served_top1(served_BxLxV, cand_BxLxKp)
       else:
         slogp_BxL = jnp.take_along_axis(jax.nn.log_softmax(served_BxLxV, -1),
                                         targets_BxL[..., None], -1)[..., 0]

@@ -2,7 +2,7 @@
 
 import pathlib
 
-# (section, metric-key prefix or exact key) in report order.
+# (section, metric-key prefixes) in report order.
 FAMILIES = (
     ("Pretraining loss", ("loss", "perplexity", "served_loss", "served_perplexity",
                           "unigram_loss")),
@@ -14,8 +14,7 @@ FAMILIES = (
 
 def family_of(key: str) -> str | None:
   for name, prefixes in FAMILIES:
-    if any(key == p or (p.endswith("/") and key.startswith(p)) or
-           (p == "top1_agreement" and key.startswith(p)) for p in prefixes):
+    if any(key.startswith(p) for p in prefixes):
       return name
   return None
 

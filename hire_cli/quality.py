@@ -120,26 +120,26 @@ def aims(metrics: dict) -> list[str]:
   d, h = metrics["dense"], metrics["hire"]
   lines = []
 
-  def check(name, value, ok, detail):
+  def check(name, ok, detail):
     lines.append(f"- {name}: {detail} -> {'met' if ok else 'MISSED'}")
 
   for label, key in (("exact", "loss"), ("served", "served_loss")):
     if key in h:
       rel = (h[key] - d["loss"]) / d["loss"]
-      check(f"HiRE {label} validation loss within 1% of dense", rel, rel <= 0.01,
+      check(f"HiRE {label} validation loss within 1% of dense", rel <= 0.01,
             f"{h[key]:.4f} vs {d['loss']:.4f} ({100 * rel:+.2f}%)")
   for label, key in (("exact", "accuracy"), ("HiRE", "accuracy_hire")):
     if f"downstream/mean/{key}" in h:
       gap = d["downstream/mean/accuracy"] - h[f"downstream/mean/{key}"]
-      check(f"HiRE downstream mean accuracy ({label} inference) within 1 point of dense", gap,
+      check(f"HiRE downstream mean accuracy ({label} inference) within 1 point of dense",
             gap <= 1.0, f"{h[f'downstream/mean/{key}']:.2f} vs "
             f"{d['downstream/mean/accuracy']:.2f} ({-gap:+.2f} points)")
   if "recall/softmax@32" in h:
     r = h["recall/softmax@32"]
-    check("softmax recall@32 >= 0.99", r, r >= 0.99, f"{r:.4f}")
+    check("softmax recall@32 >= 0.99", r >= 0.99, f"{r:.4f}")
   if "recall/ffn@k" in h:
     r = h["recall/ffn@k"]
-    check("mean FFN recall >= 0.95", r, r >= 0.95, f"{r:.4f}")
+    check("mean FFN recall >= 0.95", r >= 0.95, f"{r:.4f}")
   return lines
 
 

@@ -103,13 +103,18 @@ def served_metrics(logits_BxLxV, cand_BxLxKp, targets_BxL, ks=(1, 8, 32), exact_
     true_BxLxK = topk.exact_top_k(logits32, max(ks))[1]
     for k in ks:
       out[f"recall/softmax@{k}"] = topk.recall(cand_BxLxKp, true_BxLxK[..., :k])
-  z_BxLxKp = jnp.take_along_axis(logits32, cand_BxLxKp, axis=-1)
-  hire_top1 = jnp.take_along_axis(cand_BxLxKp, jnp.argmax(z_BxLxKp, -1)[..., None], -1)[..., 0]
+  hire_top1 = served_top1(logits32, cand_BxLxKp)
   out["top1_agreement/softmax"] = jnp.mean(hire_top1 == jnp.argmax(logits32, -1))
   if exact_top1_BxL is not None:
     out["top1_agreement"] = jnp.mean(hire_top1 == exact_top1_BxL)
   out["served_loss"] = -jnp.mean(served_log_probs(logits32, cand_BxLxKp, targets_BxL))
   return out
+
+
+def served_top1(logits_BxLxV, cand_BxLxKp):
+  """top1_BxL: HiRE's greedy token, the candidate with the largest exact logit."""
+  z_BxLxKp = jnp.take_along_axis(logits_BxLxV, cand_BxLxKp, axis=-1)
+  return jnp.take_along_axis(cand_BxLxKp, jnp.argmax(z_BxLxKp, -1)[..., None], -1)[..., 0]
 
 
 def served_log_probs(logits_BxLxV, cand_BxLxKp, targets_BxL):
