@@ -13,41 +13,59 @@ from hire_cli import downstream_tasks, loss, reporting, softmax, state
 from hire_cli.config import ModelConfig
 
 
+def target_positions(weights_BxL, multiple: int = 8) -> np.ndarray:
+  """pos_BxT: each row's target positions (weight > 0) first, in order, then padding positions.
+  T is the largest count in the batch rounded up to `multiple`, so a handful of shapes compile;
+  the padding points at weight-0 positions and so scores nothing."""
+  w_BxL = np.asarray(weights_BxL) > 0
+  t = min(w_BxL.shape[1], -(-max(int(w_BxL.sum(1).max()), 1) // multiple) * multiple)
+  return np.argsort(~w_BxL, axis=1, kind="stable")[:, :t].astype(np.int32)
+
+
 @functools.lru_cache(maxsize=None)
 def make_score_fn(graphdef):
   """Jitted per-batch scores of the target tokens: for each path ('' exact, '_hire' served) the
-  summed log-likelihood ll_B, the token count n_B and greedy_B (every target token the argmax)."""
+  summed log-likelihood ll_B, the token count n_B and greedy_B (every target token the argmax).
+
+  Both heads run only at `pos_BxT` (`target_positions`; default all L): a choice has a few
+  tokens and the prompt none, so the V-wide logits and HiRE's candidate search are not spent
+  on the prompt."""
 
   @jax.jit
-  def score(params, inputs_BxL, targets_BxL, weights_BxL):
+  def score(params, inputs_BxL, targets_BxL, weights_BxL, pos_BxT=None):
     model = state.bind(graphdef, params)
     cfg = model.cfg
-    w_BxL = weights_BxL.astype(jnp.float32)
-    n_B = jnp.sum(w_BxL, -1)
+    if pos_BxT is None:
+      pos_BxT = jnp.broadcast_to(jnp.arange(inputs_BxL.shape[1]), inputs_BxL.shape)
+    at = lambda a_BxL: jnp.take_along_axis(a_BxL, pos_BxT, axis=1)
+    at_h = lambda h_BxLxD: jnp.take_along_axis(h_BxLxD, pos_BxT[..., None], axis=1)
+    targets_BxT = at(targets_BxL)
+    w_BxT = at(weights_BxL).astype(jnp.float32)
+    n_B = jnp.sum(w_BxT, -1)
 
-    def summarise(logp_BxL, top1_BxL):
-      hit_BxL = jnp.where(w_BxL > 0, top1_BxL == targets_BxL, True)
-      return jnp.sum(logp_BxL * w_BxL, -1), jnp.all(hit_BxL, -1)
+    def summarise(logp_BxT, top1_BxT):
+      hit_BxT = jnp.where(w_BxT > 0, top1_BxT == targets_BxT, True)
+      return jnp.sum(logp_BxT * w_BxT, -1), jnp.all(hit_BxT, -1)
 
-    h_BxLxD, _ = model(inputs_BxL)
-    logits_BxLxV = model.logits(h_BxLxD).astype(jnp.float32)
-    logp_BxLxV = jax.nn.log_softmax(logits_BxLxV, -1)
-    logp_BxL = jnp.take_along_axis(logp_BxLxV, targets_BxL[..., None], -1)[..., 0]
-    out = {"": summarise(logp_BxL, jnp.argmax(logits_BxLxV, -1))}
+    h_BxTxD = at_h(model(inputs_BxL)[0])
+    logits_BxTxV = model.logits(h_BxTxD).astype(jnp.float32)
+    logp_BxTxV = jax.nn.log_softmax(logits_BxTxV, -1)
+    logp_BxT = jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], -1)[..., 0]
+    out = {"": summarise(logp_BxT, jnp.argmax(logits_BxTxV, -1))}
     if cfg.hire_softmax is None and cfg.hire_ffn is None:
       out["_hire"] = out[""]
     else:
-      hs_BxLxD, _ = model(inputs_BxL, hire=True)
-      served_BxLxV = model.logits(hs_BxLxD).astype(jnp.float32)
+      hs_BxTxD = at_h(model(inputs_BxL, hire=True)[0])
+      served_BxTxV = model.logits(hs_BxTxD).astype(jnp.float32)
       if cfg.hire_softmax is not None:
-        cand_BxLxKp = model.head.candidates(hs_BxLxD)
-        slogp_BxL = softmax.scoring_log_probs(served_BxLxV, cand_BxLxKp, targets_BxL)
-        top1_BxL = softmax.served_top1(served_BxLxV, cand_BxLxKp)
+        cand_BxTxKp = model.head.candidates(hs_BxTxD)
+        slogp_BxT = softmax.scoring_log_probs(served_BxTxV, cand_BxTxKp, targets_BxT)
+        top1_BxT = softmax.served_top1(served_BxTxV, cand_BxTxKp)
       else:
-        slogp_BxL = jnp.take_along_axis(jax.nn.log_softmax(served_BxLxV, -1),
-                                        targets_BxL[..., None], -1)[..., 0]
-        top1_BxL = jnp.argmax(served_BxLxV, -1)
-      out["_hire"] = summarise(slogp_BxL, top1_BxL)
+        slogp_BxT = jnp.take_along_axis(jax.nn.log_softmax(served_BxTxV, -1),
+                                        targets_BxT[..., None], -1)[..., 0]
+        top1_BxT = jnp.argmax(served_BxTxV, -1)
+      out["_hire"] = summarise(slogp_BxT, top1_BxT)
     loss.collect_aux(model)  # discard what the HiRE layers sowed
     return {s: {"ll": ll_B, "greedy": g_B, "n": n_B} for s, (ll_B, g_B) in out.items()}
 
@@ -65,9 +83,10 @@ def seqio_score_fn(graphdef, params, batch_size: int, progress=None):
       b = len(index_B)
       pad = lambda a: np.concatenate([a, np.repeat(a[-1:], batch_size - b, 0)]) if b < batch_size \
           else a
+      weights = pad(feats["decoder_loss_weights"])
       out = jax.device_get(score(params, pad(feats["decoder_input_tokens"]),
-                                 pad(feats["decoder_target_tokens"]),
-                                 pad(feats["decoder_loss_weights"])))
+                                 pad(feats["decoder_target_tokens"]), weights,
+                                 target_positions(weights)))
       for i in range(b):
         row = {}
         for s in downstream_tasks.PATHS:

@@ -64,7 +64,7 @@ def main(argv) -> None:
       reporting.say(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
       continue
     hire("eval", f"--gin_file=configs/experiments/{size}_{v}.gin", f"--gin.MODEL_DIR={root / v}",
-         f"--gin.DOWNSTREAM_LIMIT={limit}")
+         f"--gin.DOWNSTREAM_LIMIT={limit}", *(QUICK_EVAL if quick else ()))
   hire("eval", "--compare", *[str(root / v) for v in VARIANTS],
        f"--compare_out={root / 'comparison'}")
   hire("bench-latency", f"--gin_file=configs/experiments/{size}_hire.gin",
@@ -73,6 +73,10 @@ def main(argv) -> None:
   write_results(root, out, size=size, steps=steps, limit=limit, command=command,
                 minutes=(time.perf_counter() - t0) / 60)
   reporting.say(f"Wrote {out}")
+
+
+# A quick check needs the softmax recall curve at three k', from one batch.
+QUICK_EVAL = ("--gin.evaluate.recall_k_primes=[32,128,512]", "--gin.evaluate.recall_batches=1")
 
 
 def _evaluated(run: pathlib.Path, steps: int) -> bool:

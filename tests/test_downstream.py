@@ -116,3 +116,34 @@ def test_few_shot_prompt_never_contains_its_own_answer():
   prefix = downstream_tasks.few_shot_prefix(qs, 1, 2)
   assert prefix == "Q2: a2\n\nQ3: b3\n\n"
   assert "Q1" not in prefix
+
+
+def test_target_positions_put_targets_first_and_pad_with_unweighted():
+  w_BxL = np.array([[0, 0, 1, 1, 0, 1], [1, 0, 0, 0, 0, 0]])
+  pos_BxT = downstream.target_positions(w_BxL, multiple=4)
+  assert pos_BxT.shape == (2, 4)
+  np.testing.assert_array_equal(pos_BxT[0, :3], [2, 3, 5])
+  assert pos_BxT[1, 0] == 0 and not w_BxL[1, pos_BxT[1, 1:]].any()
+
+
+def test_scoring_at_target_positions_equals_scoring_everywhere():
+  """Gathering the target positions before the heads changes nothing but the cost: the same
+  log-likelihoods and greedy matches as the heads applied at all L positions, both paths."""
+  cfg = ModelConfig(**{**CFG.__dict__, "hire_softmax": HiReSoftmaxConfig(approx=R4, k=1, k_prime=8),
+                       "hire_ffn": HiReFfnConfig(approx=R4, group_size=8)})
+  graphdef, params = state.init_params(cfg, 0, make_mesh(MeshConfig()))
+  rng = np.random.default_rng(0)
+  inputs = jnp.asarray(rng.integers(3, 500, (3, 12)), jnp.int32)
+  targets = jnp.asarray(rng.integers(3, 500, (3, 12)), jnp.int32)
+  weights = np.zeros((3, 12), np.int32)
+  weights[0, 9:] = 1
+  weights[1, 4:6] = 1
+  weights[2, [2, 7, 11]] = 1
+  score = downstream.make_score_fn(graphdef)
+  everywhere = score(params, inputs, targets, jnp.asarray(weights))
+  gathered = score(params, inputs, targets, jnp.asarray(weights),
+                   downstream.target_positions(weights, multiple=4))
+  for path in ("", "_hire"):
+    np.testing.assert_allclose(gathered[path]["ll"], everywhere[path]["ll"], rtol=1e-5)
+    np.testing.assert_array_equal(gathered[path]["greedy"], everywhere[path]["greedy"])
+    np.testing.assert_array_equal(gathered[path]["n"], [3, 2, 3])

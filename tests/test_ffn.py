@@ -107,6 +107,28 @@ def test_post_hoc_svd_init_raises_recall():
   assert after > before and after > 0.8, (before, after)
 
 
+def test_quantized_approximator_follows_w_in_and_stays_approximate():
+  """HiRE-Q for the FFN: no parameters of its own, it quantizes the current W_in, so its recall
+  stays high when W_in changes; at k'_g = k_g and 4 bits it is still not exact."""
+  m = ffn.HiReFfn(_cfg(approx=ApproxConfig(kind="q", bits=4), k_prime_factor=1.0),
+                  rngs=nnx.Rngs(4))
+  assert not jax.tree.leaves(nnx.state(m.approx, nnx.Param))
+  x = _x((8, 16, D), seed=4)
+
+  def recall():
+    _call(m, x)
+    return float(nnx.pop(m, nnx.Intermediate)["hire_aux"].get_value()[0]["metrics"]["recall@k"])
+
+  first = recall()
+  m.w_in[...] = -m.w_in[...][::-1]  # another W_in: the quantized copy follows it
+  second = recall()
+  lr = ffn.HiReFfn(_cfg(k_prime_factor=1.0), rngs=nnx.Rngs(4))  # untrained rank-4 LR
+  _call(lr, x)
+  lr_recall = float(nnx.pop(lr, nnx.Intermediate)["hire_aux"].get_value()[0]["metrics"]["recall@k"])
+  assert 0.8 < first < 1.0 and 0.8 < second < 1.0, (first, second)
+  assert first > lr_recall + 0.2, (first, lr_recall)
+
+
 def test_dynamic_overlap_bounds_bytes_as_batch_grows():
   m = ffn.HiReFfn(_cfg(), rngs=nnx.Rngs(4))
   s = m.sizes
