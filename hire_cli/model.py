@@ -31,27 +31,40 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None):
     cfg, dt = self.cfg, self.cfg.compute_dtype
-    qkv = jnp.einsum("bld,dthk->tblhk", x_BxLxD, self.w_qkv[...].astype(dt))
-    q_BxLxHxK = rope(qkv[0], pos_BxL, cfg.rope_base)
-    k_BxLxHxK = rope(qkv[1], pos_BxL, cfg.rope_base)
-    v_BxLxHxK = qkv[2]
+    # The output keeps W's (t h k) order: asking for "tblhk" made XLA:CPU transpose all of W
+    # (a copy of 3 D H K floats) on every call, ~20x the cost of the product at decode.
+    qkv_BxLx3xHxK = jnp.einsum("bld,dthk->blthk", x_BxLxD, self.w_qkv[...].astype(dt))
+    q_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 0], pos_BxL, cfg.rope_base)
+    k_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 1], pos_BxL, cfg.rope_base)
+    v_BxLxHxK = qkv_BxLx3xHxK[:, :, 2]
+    # Head-major B x H x S x K, and the new keys attended to apart from the cached ones: the
+    # products then contract in place and the cache is only written (in place when donated),
+    # never re-read after the update. Either way round XLA:CPU copied the cache every step.
+    q_BxHxLxK, k_BxHxLxK, v_BxHxLxK = (a.transpose(0, 2, 1, 3).astype(dt)
+                                       for a in (q_BxLxHxK, k_BxLxHxK, v_BxLxHxK))
+    scale = cfg.d_head**-0.5
+    l = x_BxLxD.shape[1]
+    causal_LxL = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]
+    new_BxHxLxL = jnp.einsum("bhlk,bhmk->bhlm", q_BxHxLxK, k_BxHxLxK).astype(jnp.float32) * scale
+    new_BxHxLxL = jnp.where(causal_LxL, new_BxHxLxL, -1e30)
     if cache is None:
-      k_BxSxHxK, v_BxSxHxK = k_BxLxHxK, v_BxLxHxK
-      key_pos_S = jnp.arange(x_BxLxD.shape[1])
+      probs_BxHxLxL = jax.nn.softmax(new_BxHxLxL, axis=-1).astype(dt)
+      ctx_BxHxLxK = jnp.einsum("bhlm,bhmk->bhlk", probs_BxHxLxL, v_BxHxLxK)
       new_cache = None
-    else:
-      k_BxSxHxK = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BxLxHxK.astype(cache["k"].dtype),
-                                                      index, axis=1)
-      v_BxSxHxK = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BxLxHxK.astype(cache["v"].dtype),
-                                                      index, axis=1)
-      key_pos_S = jnp.arange(k_BxSxHxK.shape[1])
-      new_cache = {"k": k_BxSxHxK, "v": v_BxSxHxK}
-    scores_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK.astype(dt))
-    scores_BxHxLxS = scores_BxHxLxS.astype(jnp.float32) * (cfg.d_head**-0.5)
-    mask_BxLxS = key_pos_S[None, None, :] <= pos_BxL[:, :, None]
-    scores_BxHxLxS = jnp.where(mask_BxLxS[:, None], scores_BxHxLxS, -1e30)
-    probs_BxHxLxS = jax.nn.softmax(scores_BxHxLxS, axis=-1).astype(dt)
-    ctx_BxLxHxK = jnp.einsum("bhls,bshk->blhk", probs_BxHxLxS, v_BxSxHxK.astype(dt))
+    else:  # keys at positions < index come from the cache
+      old_k, old_v = cache["k"].astype(dt), cache["v"].astype(dt)
+      old_BxHxLxS = jnp.einsum("bhlk,bhsk->bhls", q_BxHxLxK, old_k).astype(jnp.float32) * scale
+      old_BxHxLxS = jnp.where(jnp.arange(old_k.shape[2]) < index, old_BxHxLxS, -1e30)
+      probs = jax.nn.softmax(jnp.concatenate([old_BxHxLxS, new_BxHxLxL], -1), axis=-1).astype(dt)
+      s = old_k.shape[2]
+      ctx_BxHxLxK = (jnp.einsum("bhls,bhsk->bhlk", probs[..., :s], old_v)
+                     + jnp.einsum("bhlm,bhmk->bhlk", probs[..., s:], v_BxHxLxK))
+      new_cache = {
+          "k": jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BxHxLxK.astype(cache["k"].dtype),
+                                                   index, axis=2),
+          "v": jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BxHxLxK.astype(cache["v"].dtype),
+                                                   index, axis=2)}
+    ctx_BxLxHxK = ctx_BxHxLxK.transpose(0, 2, 1, 3)
     out_BxLxD = jnp.einsum("blhk,hkd->bld", ctx_BxLxHxK, self.w_out[...].astype(dt))
     return out_BxLxD, new_cache
 
@@ -109,7 +122,7 @@ class Transformer(nnx.Module):
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int | None = None, dtype=None):
-  """Zeroed KV cache: one {'k','v'} dict of B x S x H x K arrays per layer."""
-  shape = (batch, length or cfg.max_len, cfg.n_heads, cfg.d_head)
+  """Zeroed KV cache: one {'k','v'} dict of B x H x S x K arrays per layer."""
+  shape = (batch, cfg.n_heads, length or cfg.max_len, cfg.d_head)
   dt = dtype or cfg.compute_dtype
   return [{"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)} for _ in range(cfg.n_layers)]
