@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from hire_cli import state
 from hire_cli.config import ModelConfig
-from hire_cli.model import init_cache
+from hire_cli.model import init_cache, write_cache
 
 
 def next_token(model, h_Bx1xD, hire: bool, key, top_k: int = 0, temperature: float = 0.0):
@@ -30,18 +30,28 @@ def next_token(model, h_Bx1xD, hire: bool, key, top_k: int = 0, temperature: flo
 
 @functools.lru_cache(maxsize=None)
 def _fns(graphdef, hire: bool, top_k: int, temperature: float):
-  @functools.partial(jax.jit, donate_argnums=1)
-  def prefill(params, cache, prompt_BxL, key):
+  # Each call is two programs: the model reads the cache and returns the new keys and values,
+  # then `write_cache` stores them in place (see model.Attention for why not one).
+  @jax.jit
+  def prefill_fn(params, cache, prompt_BxL, key):
     model = state.bind(graphdef, params)
     # Prefill is compute-bound: the exact model fills the cache; HiRE picks the next token.
-    h_BxLxD, cache = model(prompt_BxL, cache, 0)
-    return next_token(model, h_BxLxD[:, -1:], hire, key, top_k, temperature), cache
+    h_BxLxD, new_kv = model(prompt_BxL, cache, 0)
+    return next_token(model, h_BxLxD[:, -1:], hire, key, top_k, temperature), new_kv
 
-  @functools.partial(jax.jit, donate_argnums=1)
-  def step(params, cache, token_B, index, key):
+  @jax.jit
+  def step_fn(params, cache, token_B, index, key):
     model = state.bind(graphdef, params)
-    h_Bx1xD, cache = model(token_B[:, None], cache, index, hire=hire)
-    return next_token(model, h_Bx1xD, hire, key, top_k, temperature), cache
+    h_Bx1xD, new_kv = model(token_B[:, None], cache, index, hire=hire)
+    return next_token(model, h_Bx1xD, hire, key, top_k, temperature), new_kv
+
+  def prefill(params, cache, prompt_BxL, key):
+    token_B, new_kv = prefill_fn(params, cache, prompt_BxL, key)
+    return token_B, write_cache(cache, new_kv, 0)
+
+  def step(params, cache, token_B, index, key):
+    token_B, new_kv = step_fn(params, cache, token_B, index, key)
+    return token_B, write_cache(cache, new_kv, index)
 
   return prefill, step
 

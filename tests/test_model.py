@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from hire_cli import state
-from hire_cli.model import Transformer, init_cache
+from hire_cli.model import Transformer, init_cache, write_cache
 
 
 def _logits(model, tokens_BxL):
@@ -52,11 +52,15 @@ def test_kv_cache_decode_matches_full_forward(tiny_cfg):
   tokens = jax.random.randint(jax.random.key(2), (2, 12), 0, tiny_cfg.vocab_size)
   full_BxLxV = _logits(model, tokens)
   cache = init_cache(tiny_cfg, 2, 16)
-  h, cache = model(tokens[:, :8], cache, 0)
+  h, new_kv = model(tokens[:, :8], cache, 0)
+  cache = write_cache(cache, new_kv, 0)
   np.testing.assert_allclose(model.logits(h), full_BxLxV[:, :8], atol=1e-5)
-  for t in range(8, 12):
-    h, cache = model(tokens[:, t:t + 1], cache, t)
+  for t in range(8, 10):  # one token at a time
+    h, new_kv = model(tokens[:, t:t + 1], cache, t)
+    cache = write_cache(cache, new_kv, t)
     np.testing.assert_allclose(model.logits(h)[:, 0], full_BxLxV[:, t], atol=1e-5)
+  h, _ = model(tokens[:, 10:12], cache, 10)  # a chunk of two after the cached ones
+  np.testing.assert_allclose(model.logits(h), full_BxLxV[:, 10:12], atol=1e-5)
 
 
 def test_params_carry_logical_axes(tiny_cfg):
