@@ -127,6 +127,11 @@ def _keep_mask(idx_XxK, n: int):
   return jnp.sum(jax.nn.one_hot(idx_XxK, n, dtype=jnp.float32), axis=-2)
 
 
+def one_set_at_a_time() -> bool:
+  """Whether the exact step loops over candidate sets (CPU) or gathers them all at once."""
+  return jax.default_backend() == "cpu"
+
+
 class HiReFfn(Ffn):
   """Group-sparse top-k FFN with an approximator of `W_in` (HIRE.md section 2).
 
@@ -221,43 +226,64 @@ class HiReFfn(Ffn):
 
   # -- inference path -------------------------------------------------------------------------
 
-  def _exact_on(self, x_BxLxD, cand, shared: bool):
-    """Exact step on the static groups plus `cand` (B x L x Kp per token, or L x Bud shared):
+  def _exact_rows(self, x_PxQxD, read_PxC):
+    """The exact step for P sets of C groups each (static first), each set shared by Q tokens:
     gather only those weight blocks, compute their activations, keep each token's exact top-k_g
-    among the candidates. Returns (y_BxLxD, kept group ids B x L x (n_static + k_g), ids read)."""
+    among the candidates, project back. Returns (y_PxQxD, pos_PxQxK: kept positions in the
+    candidate part of `read`). The batch axis P leads every product, so XLA:CPU reads the
+    gathered blocks in place (a "bld,lkd" order made it transpose them: 5x slower)."""
     cfg, h, s = self.cfg, self.cfg.hire_ffn, self.sizes
     dt, g, d = cfg.compute_dtype, h.group_size, cfg.d_model
+    p, c = read_PxC.shape
+
+    def gather(w_FxD):  # reads the C blocks of g x D of each set, as one (C g) x D matrix
+      return jnp.take(w_FxD.reshape(s.groups, g, d), read_PxC, axis=0).astype(dt).reshape(
+          p, c * g, d)
+
+    def unflat(a_PxQxCg):
+      return a_PxQxCg.reshape(*a_PxQxCg.shape[:-1], c, g)
+
+    pre = unflat(jnp.einsum("pqd,pkd->pqk", x_PxQxD, gather(self.w_in[...])))
+    gate = None
+    if cfg.activation == "swiglu":
+      gate = unflat(jnp.einsum("pqd,pkd->pqk", x_PxQxD, gather(self.w_gate[...])))
+    act_PxQxCxg = activate(pre, gate, cfg.activation)
+    score_PxQxC = group_scores(act_PxQxCxg, h.score)
+    # The exact top-k_g among the candidates is small (k'_g scores): always exact.
+    _, pos_PxQxK = topk.top_k(score_PxQxC[..., s.n_static:], s.k_g, "exact")
+    keep_PxQxC = _keep_mask(pos_PxQxK + s.n_static, c).at[..., :s.n_static].set(1.0)
+    act_PxQxCxg = act_PxQxCxg * keep_PxQxC[..., None].astype(act_PxQxCxg.dtype)
+    y_PxQxD = jnp.einsum("pqk,pkd->pqd", act_PxQxCxg.reshape(p, -1, c * g),
+                         gather(self.w_out[...]))
+    return y_PxQxD, pos_PxQxK
+
+  def _exact_on(self, x_BxLxD, cand, shared: bool):
+    """Exact step on the static groups plus `cand` (B x L x Kp per token, or L x Bud shared by
+    the B tokens at a position). Returns (y_BxLxD, kept group ids B x L x (n_static + k_g),
+    ids read). On CPU the sets are processed one after another (`lax.map`): gathering the
+    blocks of all B tokens at once materialised B copies and ran 6x slower at B = 8."""
+    s = self.sizes
+    b, l, d = x_BxLxD.shape
     static_S = jnp.arange(s.n_static, dtype=cand.dtype)
     read = jnp.concatenate([jnp.broadcast_to(static_S, (*cand.shape[:-1], s.n_static)), cand],
                            axis=-1)
-    # The gathered blocks are flattened to (C g) rows: a 4-D "bld,blcgd" einsum lowered about
-    # 10x slower on XLA:CPU than the same product on (C g) x D (measured at F=8192, D=2048).
-    w_spec = "lkd" if shared else "blkd"
-    c = read.shape[-1]
-
-    def gather(w_FxD):  # reads C blocks of g x D per token (or per position when shared)
-      blocks = jnp.take(w_FxD.reshape(s.groups, g, d), read, axis=0).astype(dt)
-      return blocks.reshape(*read.shape[:-1], c * g, d)
-
-    def unflat(a_BxLxK):
-      return a_BxLxK.reshape(*a_BxLxK.shape[:-1], c, g)
-
-    pre = unflat(jnp.einsum(f"bld,{w_spec}->blk", x_BxLxD, gather(self.w_in[...])))
-    gate = None
-    if cfg.activation == "swiglu":
-      gate = unflat(jnp.einsum(f"bld,{w_spec}->blk", x_BxLxD, gather(self.w_gate[...])))
-    act_BxLxCxg = activate(pre, gate, cfg.activation)
-    score_BxLxC = group_scores(act_BxLxCxg, h.score)
-    # The exact top-k_g among the candidates is small (k'_g scores): always exact.
-    _, pos_BxLxK = topk.top_k(score_BxLxC[..., s.n_static:], s.k_g, "exact")
-    keep_BxLxC = _keep_mask(pos_BxLxK + s.n_static, read.shape[-1])
-    keep_BxLxC = keep_BxLxC.at[..., :s.n_static].set(1.0)
-    act_BxLxCxg = act_BxLxCxg * keep_BxLxC[..., None].astype(act_BxLxCxg.dtype)
-    act_BxLxK = act_BxLxCxg.reshape(*act_BxLxCxg.shape[:-2], c * g)
-    y_BxLxD = jnp.einsum(f"blk,{w_spec}->bld", act_BxLxK, gather(self.w_out[...]))
-    read_BxLxC = jnp.broadcast_to(read, (*x_BxLxD.shape[:2], read.shape[-1]))
+    if shared:  # P = L positions, Q = B tokens each
+      x_PxQxD, read_PxC = x_BxLxD.transpose(1, 0, 2), read
+    else:  # P = B L tokens, Q = 1
+      x_PxQxD, read_PxC = x_BxLxD.reshape(b * l, 1, d), read.reshape(b * l, -1)
+    if one_set_at_a_time():
+      y_PxQxD, pos_PxQxK = jax.lax.map(
+          lambda a: jax.tree.map(lambda o: o[0], self._exact_rows(a[0][None], a[1][None])),
+          (x_PxQxD, read_PxC))
+    else:
+      y_PxQxD, pos_PxQxK = self._exact_rows(x_PxQxD, read_PxC)
+    if shared:
+      y_BxLxD, pos_BxLxK = y_PxQxD.transpose(1, 0, 2), pos_PxQxK.transpose(1, 0, 2)
+    else:
+      y_BxLxD, pos_BxLxK = y_PxQxD.reshape(b, l, d), pos_PxQxK.reshape(b, l, -1)
+    read_BxLxC = jnp.broadcast_to(read, (b, l, read.shape[-1]))
     kept = jnp.concatenate([
-        jnp.broadcast_to(static_S, (*x_BxLxD.shape[:2], s.n_static)),
+        jnp.broadcast_to(static_S, (b, l, s.n_static)),
         jnp.take_along_axis(read_BxLxC[..., s.n_static:], pos_BxLxK, axis=-1)], axis=-1)
     return y_BxLxD, kept, read
 

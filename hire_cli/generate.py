@@ -13,8 +13,13 @@ from hire_cli.config import ModelConfig
 def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
                   mesh_cfg: sharding.MeshConfig, prompt: str, num_tokens: int = 64,
                   temperature: float = 0.0, top_k: int = 40, seed: int = 0, hire: bool = True,
-                  compare: bool = False) -> dict:
-  """Continues `prompt`; `hire` uses the HiRE paths when the model has HiRE layers."""
+                  compare: bool = False, compare_prompts: int = 0,
+                  compare_prompt_len: int = 32) -> dict:
+  """Continues `prompt`; `hire` uses the HiRE paths when the model has HiRE layers.
+
+  `compare`: dense and HiRE greedy continuations and the fraction of positions where they
+  agree; with `compare_prompts` = N also of N validation passages (their first
+  `compare_prompt_len` tokens as prompts, decoded as one batch), agreement over all."""
   if not prompt:
     raise errors.UserError("no prompt; pass --prompt='Once upon a time'")
   if num_tokens <= 0:
@@ -58,8 +63,40 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
     reporting.say(f"dense : {vocab.decode(dense_ids)}")
     reporting.say(f"HiRE  : {vocab.decode(hire_ids)}")
     reporting.say(f"greedy token agreement: {100 * agreement:.1f}% of {num_tokens}")
-    return {"dense": dense_ids, "hire": hire_ids, "agreement": agreement}
+    out = {"dense": dense_ids, "hire": hire_ids, "agreement": agreement}
+    if compare_prompts > 0:
+      out["passages"] = _compare_passages(graphdef, params, model, data_cfg, vocab, num_tokens,
+                                          compare_prompts, compare_prompt_len, out)
+    return out
   if reporting.is_chief():
     sys.stdout.write(vocab.decode(ids))
   out_ids = run(hire and has_hire, True, temperature)
   return {"tokens": out_ids, "text": vocab.decode(out_ids)}
+
+
+def _compare_passages(graphdef, params, model: ModelConfig, data_cfg, vocab, num_tokens: int,
+                      n: int, prompt_len: int, first: dict) -> dict:
+  """Greedy dense vs HiRE on the first `n` validation passages (one batch); the agreement over
+  them and the user's prompt together, and where each first diverges."""
+  if prompt_len + num_tokens > model.max_len:
+    raise errors.UserError(f"COMPARE_PROMPT_LEN={prompt_len} + GENERATE_TOKENS={num_tokens} "
+                           f"exceeds max_len={model.max_len}; lower one of them")
+  rows = data.load_rows(data_cfg, "validation")
+  if n > len(rows):
+    raise errors.UserError(f"COMPARE_PROMPTS={n} but the validation split has {len(rows)} rows")
+  prompts_NxP = np.asarray(rows[:n, :prompt_len], np.int32)
+  dense_NxT, hire_NxT = (np.asarray(decode.generate(graphdef, params, model, prompts_NxP,
+                                                    num_tokens, hire=h)) for h in (False, True))
+  same_NxT = np.concatenate([dense_NxT == hire_NxT,
+                             np.asarray([first["dense"]]) == np.asarray([first["hire"]])])
+  diverge_N = [int(np.argmin(r)) if not r.all() else None for r in same_NxT]
+  agreement = float(same_NxT.mean())
+  for i in range(min(n, 3)):
+    reporting.say(f"passage {i}: {vocab.decode(prompts_NxP[i].tolist())!r}")
+    reporting.say(f"  dense : {vocab.decode(dense_NxT[i].tolist())!r}")
+    reporting.say(f"  HiRE  : {vocab.decode(hire_NxT[i].tolist())!r}")
+  identical = sum(d is None for d in diverge_N)
+  reporting.say(f"greedy token agreement over {n + 1} prompts x {num_tokens} tokens: "
+                f"{100 * agreement:.2f}%; {identical} of {n + 1} continuations identical")
+  return {"agreement": agreement, "prompts": n + 1, "tokens": num_tokens,
+          "identical": identical, "first_divergence": diverge_N}

@@ -41,7 +41,8 @@ COMMANDS = {
       Writes MODEL_DIR/bench/latency.json."""),
     "generate": ("generate_text", "Generate text from the latest checkpoint and a prompt.", """      --prompt='Once upon a time' (required). Greedy by default; --gin.TEMPERATURE=0.8
       --gin.TOP_K=40 samples. HiRE models decode with their HiRE paths; --compare prints
-      dense and HiRE greedy outputs and their token agreement."""),
+      dense and HiRE greedy outputs and their token agreement (--gin.COMPARE_PROMPTS=32 adds
+      32 validation passages as prompts and reports the agreement over all)."""),
 }
 
 COMMON = """\

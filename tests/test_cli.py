@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -75,6 +76,14 @@ def test_eval_compare_two_runs(tmp_path):
 
   proc = hire("eval", "--compare", str(tmp_path / "dense"), str(tmp_path / "nope"), check=False)
   assert proc.returncode == 2 and "nope/eval/metrics.json not found" in proc.stderr
+
+  # Dense vs HiRE greedy text from the HiRE-FFN run, on the prompt and two validation passages.
+  out = hire("generate", f"--gin_file={runs['hire_ffn']}", f"--gin.MODEL_DIR={tmp_path / 'hire_ffn'}",
+             "--prompt=It is a truth", "--compare", "--gin.GENERATE_TOKENS=4",
+             "--gin.COMPARE_PROMPTS=2", *TINY, "--gin.ModelConfig.d_ff=64",
+             "--gin.ffn/ApproxConfig.rank=4").stdout
+  found = re.search(r"agreement over 3 prompts x 4 tokens: ([\d.]+)%; (\d) of 3", out)
+  assert found and 0 <= float(found.group(1)) <= 100 and int(found.group(2)) <= 3, out
 
 
 @pytest.mark.parametrize("args,match", [

@@ -81,6 +81,19 @@ def test_all_candidates_is_exactly_the_topk_ffn(activation, shared):
   np.testing.assert_allclose(_call(m, x, hire=True), want, atol=1e-5)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_looped_and_batched_exact_steps_agree(monkeypatch, shared):
+  """CPU loops over the candidate sets, accelerators gather them all at once: same result."""
+  m = ffn.HiReFfn(_cfg("swiglu"), rngs=nnx.Rngs(5))
+  x = _x((3, 4, D), seed=5)
+  got = {}
+  for looped in (True, False):
+    monkeypatch.setattr(ffn, "one_set_at_a_time", lambda looped=looped: looped)
+    got[looped] = jax.tree.map(np.asarray, m.inference_groups(x, shared=shared))
+  np.testing.assert_allclose(got[True]["y"], got[False]["y"], atol=1e-5)
+  np.testing.assert_array_equal(got[True]["kept"], got[False]["kept"])
+
+
 def test_small_k_prime_is_not_secretly_exact():
   m = ffn.HiReFfn(_cfg(k_prime_factor=1.0), rngs=nnx.Rngs(2))  # random approximator, k'_g = k_g
   x = _x((4, 8, D), seed=2)
