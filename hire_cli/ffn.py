@@ -243,18 +243,29 @@ class HiReFfn(Ffn):
     def unflat(a_PxQxCg):
       return a_PxQxCg.reshape(*a_PxQxCg.shape[:-1], c, g)
 
-    pre = unflat(jnp.einsum("pqd,pkd->pqk", x_PxQxD, gather(self.w_in[...])))
+    # One set (the CPU loop): plain 2-D products, which XLA:CPU ran 1.4-1.8x faster than the
+    # same products with a leading batch axis of 1 (1b shapes, 103 and 206 groups).
+    def times_w(x_PxQxD, w_PxKxD):
+      if p == 1:
+        return (x_PxQxD[0] @ w_PxKxD[0].T)[None]
+      return jnp.einsum("pqd,pkd->pqk", x_PxQxD, w_PxKxD)
+
+    def times_wt(a_PxQxK, w_PxKxD):
+      if p == 1:
+        return (a_PxQxK[0] @ w_PxKxD[0])[None]
+      return jnp.einsum("pqk,pkd->pqd", a_PxQxK, w_PxKxD)
+
+    pre = unflat(times_w(x_PxQxD, gather(self.w_in[...])))
     gate = None
     if cfg.activation == "swiglu":
-      gate = unflat(jnp.einsum("pqd,pkd->pqk", x_PxQxD, gather(self.w_gate[...])))
+      gate = unflat(times_w(x_PxQxD, gather(self.w_gate[...])))
     act_PxQxCxg = activate(pre, gate, cfg.activation)
     score_PxQxC = group_scores(act_PxQxCxg, h.score)
     # The exact top-k_g among the candidates is small (k'_g scores): always exact.
     _, pos_PxQxK = topk.top_k(score_PxQxC[..., s.n_static:], s.k_g, "exact")
     keep_PxQxC = _keep_mask(pos_PxQxK + s.n_static, c).at[..., :s.n_static].set(1.0)
     act_PxQxCxg = act_PxQxCxg * keep_PxQxC[..., None].astype(act_PxQxCxg.dtype)
-    y_PxQxD = jnp.einsum("pqk,pkd->pqd", act_PxQxCxg.reshape(p, -1, c * g),
-                         gather(self.w_out[...]))
+    y_PxQxD = times_wt(act_PxQxCxg.reshape(p, -1, c * g), gather(self.w_out[...]))
     return y_PxQxD, pos_PxQxK
 
   def _exact_on(self, x_BxLxD, cand, shared: bool):
