@@ -89,3 +89,33 @@ def generate(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int, *,
 def greedy(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int, hire: bool = False):
   """Greedy continuation of `prompt_BxL` by `num_tokens` tokens: (B, num_tokens) int32."""
   return generate(graphdef, params, cfg, prompt_BxL, num_tokens, hire=hire)
+
+
+@functools.lru_cache(maxsize=None)
+def _forced_fn(graphdef, hire: bool):
+  @jax.jit
+  def forced(params, cache, prompt_BxP, ref_BxT):
+    model = state.bind(graphdef, params)
+    p = prompt_BxP.shape[1]
+    h_BxPxD, kv = model(prompt_BxP, cache, 0)  # the exact prefill, as `generate` does
+    cache = [{n: jax.lax.dynamic_update_slice_in_dim(c[n], v[n], 0, axis=2) for n in ("k", "v")}
+             for c, v in zip(cache, kv)]
+    h_BxTm1xD, _ = model(ref_BxT[:, :-1], cache, p, hire=hire)
+    h_BxTxD = jnp.concatenate([h_BxPxD[:, -1:], h_BxTm1xD], axis=1)
+    if hire and model.cfg.hire_softmax is not None:
+      return model.head.hire_top_k(h_BxTxD, k=1)[1][..., 0].astype(jnp.int32)
+    return jnp.argmax(model.logits(h_BxTxD).astype(jnp.float32), -1).astype(jnp.int32)
+
+  return forced
+
+
+def teacher_forced_greedy(graphdef, params, cfg: ModelConfig, prompt_BxP, ref_BxT, *,
+                          hire: bool = False):
+  """(B, T) int32: the greedy token at each of the T positions of `ref_BxT` given the prompt and
+  the reference tokens before it (not the model's own earlier choices), on the path `generate`
+  takes (exact prefill, then the HiRE layers when `hire`). Compared with a dense greedy
+  continuation this is the per-step agreement, which one early divergence cannot shift."""
+  b, p = prompt_BxP.shape
+  cache = init_cache(cfg, b, min(cfg.max_len, p + ref_BxT.shape[1]))
+  return _forced_fn(graphdef, hire)(params, cache, jnp.asarray(prompt_BxP, jnp.int32),
+                                    jnp.asarray(ref_BxT, jnp.int32))

@@ -2,6 +2,7 @@
 with temperature, streamed to stdout; `compare` shows dense and HiRE greedy outputs and their
 token agreement."""
 
+import pathlib
 import sys
 
 import numpy as np
@@ -18,7 +19,8 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
   """Continues `prompt`; `hire` uses the HiRE paths when the model has HiRE layers.
 
   `compare`: dense and HiRE greedy continuations and the fraction of positions where they
-  agree; with `compare_prompts` = N also of N validation passages (their first
+  agree (free-running, and per step after dense's prefix), saved to
+  MODEL_DIR/generate/compare.json; with `compare_prompts` = N also of N validation passages (their first
   `compare_prompt_len` tokens as prompts, decoded as one batch), agreement over all."""
   if not prompt:
     raise errors.UserError("no prompt; pass --prompt='Once upon a time'")
@@ -59,14 +61,23 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
       raise errors.UserError("--compare needs a HiRE model; use a configs/experiments/*hire* file")
     dense_ids, hire_ids = run(False, False, 0.0), run(True, False, 0.0)
     agreement = float(np.mean(np.asarray(dense_ids) == np.asarray(hire_ids)))
+    forced_1xT = np.asarray(decode.teacher_forced_greedy(
+        graphdef, params, model, prompt_1xL, np.asarray([dense_ids], np.int32), hire=True))
+    stepwise = float(np.mean(forced_1xT[0] == np.asarray(dense_ids)))
     reporting.say(f"prompt: {prompt}")
     reporting.say(f"dense : {vocab.decode(dense_ids)}")
     reporting.say(f"HiRE  : {vocab.decode(hire_ids)}")
-    reporting.say(f"greedy token agreement: {100 * agreement:.1f}% of {num_tokens}")
-    out = {"dense": dense_ids, "hire": hire_ids, "agreement": agreement}
+    reporting.say(f"greedy token agreement: {100 * agreement:.1f}% of {num_tokens}; per step "
+                  f"(HiRE's choice after dense's prefix): {100 * stepwise:.1f}%")
+    out = {"dense": dense_ids, "hire": hire_ids, "agreement": agreement,
+           "stepwise_agreement": stepwise, "stepwise_same": (forced_1xT[0] == dense_ids).tolist()}
     if compare_prompts > 0:
       out["passages"] = _compare_passages(graphdef, params, model, data_cfg, vocab, num_tokens,
                                           compare_prompts, compare_prompt_len, out)
+    path = pathlib.Path(model_dir) / "generate" / "compare.json"
+    if reporting.is_chief():
+      reporting.write_json(path, {"prompt": prompt, **out})
+    reporting.say(f"wrote {path}")
     return out
   if reporting.is_chief():
     sys.stdout.write(vocab.decode(ids))
@@ -77,7 +88,8 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
 def _compare_passages(graphdef, params, model: ModelConfig, data_cfg, vocab, num_tokens: int,
                       n: int, prompt_len: int, first: dict) -> dict:
   """Greedy dense vs HiRE on the first `n` validation passages (one batch); the agreement over
-  them and the user's prompt together, and where each first diverges."""
+  them and the user's prompt together, where each first diverges, and the per-step agreement
+  (HiRE's greedy token after dense's prefix, `decode.teacher_forced_greedy`)."""
   if prompt_len + num_tokens > model.max_len:
     raise errors.UserError(f"COMPARE_PROMPT_LEN={prompt_len} + GENERATE_TOKENS={num_tokens} "
                            f"exceeds max_len={model.max_len}; lower one of them")
@@ -91,6 +103,10 @@ def _compare_passages(graphdef, params, model: ModelConfig, data_cfg, vocab, num
                              np.asarray([first["dense"]]) == np.asarray([first["hire"]])])
   diverge_N = [int(np.argmin(r)) if not r.all() else None for r in same_NxT]
   agreement = float(same_NxT.mean())
+  forced_NxT = np.asarray(decode.teacher_forced_greedy(graphdef, params, model, prompts_NxP,
+                                                       dense_NxT, hire=True))
+  step_same_NxT = np.concatenate([forced_NxT == dense_NxT, [first["stepwise_same"]]])
+  stepwise = float(step_same_NxT.mean())
   for i in range(min(n, 3)):
     reporting.say(f"passage {i}: {vocab.decode(prompts_NxP[i].tolist())!r}")
     reporting.say(f"  dense : {vocab.decode(dense_NxT[i].tolist())!r}")
@@ -98,5 +114,8 @@ def _compare_passages(graphdef, params, model: ModelConfig, data_cfg, vocab, num
   identical = sum(d is None for d in diverge_N)
   reporting.say(f"greedy token agreement over {n + 1} prompts x {num_tokens} tokens: "
                 f"{100 * agreement:.2f}%; {identical} of {n + 1} continuations identical")
-  return {"agreement": agreement, "prompts": n + 1, "tokens": num_tokens,
-          "identical": identical, "first_divergence": diverge_N}
+  reporting.say(f"per-step agreement (HiRE's greedy token after dense's prefix): "
+                f"{100 * stepwise:.2f}% ({int((~step_same_NxT).sum())} of {step_same_NxT.size} "
+                "steps differ)")
+  return {"agreement": agreement, "stepwise_agreement": stepwise, "prompts": n + 1,
+          "tokens": num_tokens, "identical": identical, "first_divergence": diverge_N}
