@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from hire_cli import state
 from hire_cli.config import ModelConfig
-from hire_cli.model import init_cache, write_cache
+from hire_cli.model import cache_with, init_cache, write_cache
 
 
 def next_token(model, h_Bx1xD, hire: bool, key, top_k: int = 0, temperature: float = 0.0):
@@ -98,8 +98,7 @@ def _forced_fn(graphdef, hire: bool):
     model = state.bind(graphdef, params)
     p = prompt_BxP.shape[1]
     h_BxPxD, kv = model(prompt_BxP, cache, 0)  # the exact prefill, as `generate` does
-    cache = [{n: jax.lax.dynamic_update_slice_in_dim(c[n], v[n], 0, axis=2) for n in ("k", "v")}
-             for c, v in zip(cache, kv)]
+    cache = cache_with(cache, kv, 0)
     h_BxTm1xD, _ = model(ref_BxT[:, :-1], cache, p, hire=hire)
     h_BxTxD = jnp.concatenate([h_BxPxD[:, -1:], h_BxTm1xD], axis=1)
     if hire and model.cfg.hire_softmax is not None:

@@ -7,7 +7,6 @@ every HiRE layer for its inference path (predicted candidates, exact compute on 
 `sharding.py` maps onto a mesh.
 """
 
-import functools
 import math
 
 import jax
@@ -123,12 +122,15 @@ class Transformer(nnx.Module):
     return self.head(h_BxLxD)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def write_cache(cache, new_kv, index):
+def cache_with(cache, new_kv, index):
   """The cache with the new keys and values (B x H x L x K per layer, from `Transformer`)
-  stored at positions index .. index+L-1; updated in place (the old cache is donated)."""
+  stored at positions index .. index+L-1."""
   return [{n: jax.lax.dynamic_update_slice_in_dim(c[n], kv[n], index, axis=2) for n in ("k", "v")}
           for c, kv in zip(cache, new_kv)]
+
+
+# Its own program, updated in place (the old cache is donated): see Attention for why.
+write_cache = jax.jit(cache_with, donate_argnums=0)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int | None = None, dtype=None):
