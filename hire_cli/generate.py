@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from hire_cli import data, decode, errors, evaluate, reporting, sharding, tasks
+from hire_cli import data, decode, errors, evaluate, ffn, reporting, sharding, tasks
 from hire_cli.config import ModelConfig
 
 
@@ -64,6 +64,8 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
     forced_1xT = np.asarray(decode.teacher_forced_greedy(
         graphdef, params, model, prompt_1xL, np.asarray([dense_ids], np.int32), hire=True))
     stepwise = float(np.mean(forced_1xT[0] == np.asarray(dense_ids)))
+    knobs = hire_knobs(model)
+    reporting.say("HiRE: " + ", ".join(f"{k} {v}" for k, v in knobs.items()))
     reporting.say(f"prompt: {prompt}")
     reporting.say(f"dense : {vocab.decode(dense_ids)}")
     reporting.say(f"HiRE  : {vocab.decode(hire_ids)}")
@@ -76,13 +78,26 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
                                           compare_prompts, compare_prompt_len, out)
     path = pathlib.Path(model_dir) / "generate" / "compare.json"
     if reporting.is_chief():
-      reporting.write_json(path, {"prompt": prompt, **out})
+      reporting.write_json(path, {"prompt": prompt, "hire_config": knobs, **out})
     reporting.say(f"wrote {path}")
     return out
   if reporting.is_chief():
     sys.stdout.write(vocab.decode(ids))
   out_ids = run(hire and has_hire, True, temperature)
   return {"tokens": out_ids, "text": vocab.decode(out_ids)}
+
+
+def hire_knobs(model: ModelConfig) -> dict:
+  """The HiRE settings that decide agreement with dense (candidate budgets, approximators)."""
+  out = {}
+  if model.hire_ffn is not None:
+    s = ffn.ffn_sizes(model)
+    out.update({"ffn_approx": model.hire_ffn.approx.kind, "ffn_k_g": s.k_g,
+                "ffn_k_prime_g": s.k_prime_g, "ffn_groups": s.groups, "ffn_n_static": s.n_static})
+  if model.hire_softmax is not None:
+    out.update({"softmax_approx": model.hire_softmax.approx.kind,
+                "softmax_k_prime": model.hire_softmax.k_prime})
+  return out
 
 
 def _compare_passages(graphdef, params, model: ModelConfig, data_cfg, vocab, num_tokens: int,

@@ -90,6 +90,7 @@ def test_eval_compare_two_runs(tmp_path):
   assert saved["passages"]["stepwise_agreement"] == pytest.approx(float(step.group(1)) / 100,
                                                                   abs=1e-4)
   assert len(saved["dense"]) == len(saved["hire"]) == 4
+  assert saved["hire_config"]["ffn_k_prime_g"] >= saved["hire_config"]["ffn_k_g"] > 0
 
 
 @pytest.mark.parametrize("args,match", [
