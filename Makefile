@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/hire bench-latency --gin_file=configs/experiments/1b_dense.gin
 
 # Dense vs HiRE-Softmax vs HiRE-FFN vs HiRE on the small model: train, eval, compare, bench,
-# then docs/results.md (~90 min on 2 CPU cores). QUICK=1: tiny model, 60 steps (25 min today).
+# then docs/results.md (~90 min on 2 CPU cores). QUICK=1: tiny model, 60 steps (~30 min today).
 quality: $(STAMP)
 	$(BIN)/python -m hire_cli.quality $(if $(QUICK),--quick,)
 

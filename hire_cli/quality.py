@@ -6,7 +6,7 @@ eval`), compares them (`hire eval --compare`), times all four on the HiRE run's 
 bench-latency`) and writes a markdown results page with the training curves.
 
   python -m hire_cli.quality                  # small, 300 steps (~90 min on 2 CPU cores)
-  python -m hire_cli.quality --quick          # tiny, 60 steps (25 min today; aim ~10)
+  python -m hire_cli.quality --quick          # tiny, 60 steps (~30 min today; aim ~10)
 """
 
 import datetime
