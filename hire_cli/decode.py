@@ -101,9 +101,8 @@ def _forced_fn(graphdef, hire: bool):
     cache = cache_with(cache, kv, 0)
     h_BxTm1xD, _ = model(ref_BxT[:, :-1], cache, p, hire=hire)
     h_BxTxD = jnp.concatenate([h_BxPxD[:, -1:], h_BxTm1xD], axis=1)
-    if hire and model.cfg.hire_softmax is not None:
-      return model.head.hire_top_k(h_BxTxD, k=1)[1][..., 0].astype(jnp.int32)
-    return jnp.argmax(model.logits(h_BxTxD).astype(jnp.float32), -1).astype(jnp.int32)
+    b, t, d = h_BxTxD.shape  # each position as its own decode step: the same greedy choice
+    return next_token(model, h_BxTxD.reshape(b * t, 1, d), hire, None).reshape(b, t)
 
   return forced
 

@@ -20,8 +20,9 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
 
   `compare`: dense and HiRE greedy continuations and the fraction of positions where they
   agree (free-running, and per step after dense's prefix), saved to
-  MODEL_DIR/generate/compare.json; with `compare_prompts` = N also of N validation passages (their first
-  `compare_prompt_len` tokens as prompts, decoded as one batch), agreement over all."""
+  MODEL_DIR/generate/compare.json; with `compare_prompts` = N also of N validation passages
+  (their first `compare_prompt_len` tokens as prompts, decoded as one batch), agreement over
+  all."""
   if not prompt:
     raise errors.UserError("no prompt; pass --prompt='Once upon a time'")
   if num_tokens <= 0:

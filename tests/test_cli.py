@@ -85,7 +85,8 @@ def test_eval_compare_two_runs(tmp_path):
   found = re.search(r"agreement over 3 prompts x 4 tokens: ([\d.]+)%; (\d) of 3", out)
   assert found and 0 <= float(found.group(1)) <= 100 and int(found.group(2)) <= 3, out
   step = re.search(r"per-step agreement .*: ([\d.]+)% \((\d+) of 12 steps differ\)", out)
-  assert step and float(step.group(1)) == pytest.approx(100 * (12 - int(step.group(2))) / 12, abs=0.006), out
+  differ = int(step.group(2)) if step else -1
+  assert step and float(step.group(1)) == pytest.approx(100 * (12 - differ) / 12, abs=0.006), out
   saved = json.loads((tmp_path / "hire_ffn" / "generate" / "compare.json").read_text())
   assert saved["passages"]["stepwise_agreement"] == pytest.approx(float(step.group(1)) / 100,
                                                                   abs=1e-4)
