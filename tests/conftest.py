@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from hire_cli.config import ModelConfig  # noqa: E402
+from hire_cli.nn.config import ModelConfig  # noqa: E402
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hire_cli import approx, errors, topk
+from hire_cli import errors
+from hire_cli.nn import approx, topk
 
 
 def _normal(shape, seed=0):

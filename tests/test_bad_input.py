@@ -7,7 +7,8 @@ import pathlib
 import orbax.checkpoint as ocp
 import pytest
 
-from hire_cli import main, paths
+from hire_cli import paths
+from hire_cli.cli import main
 
 TINY = ["ModelConfig.d_model = 16", "ModelConfig.n_layers = 1", "ModelConfig.d_ff = 32",
         "BATCH_SIZE = 2", "EVAL_EVERY = 0"]

@@ -3,8 +3,10 @@ import json
 
 import pytest
 
-from hire_cli import bench, errors, sharding
-from hire_cli.config import ModelConfig
+from hire_cli import errors
+from hire_cli.lib import sharding
+from hire_cli.runs import bench
+from hire_cli.nn.config import ModelConfig
 
 TINY = ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=128,
                    max_len=64)

@@ -14,7 +14,7 @@ TINY = ["--gin.ModelConfig.d_model=16", "--gin.ModelConfig.n_layers=1", "--gin.M
 
 def hire(*args, check=True):
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-  proc = subprocess.run([sys.executable, "-m", "hire_cli.main", *args], capture_output=True,
+  proc = subprocess.run([sys.executable, "-m", "hire_cli.cli.main", *args], capture_output=True,
                         text=True, env=env, timeout=600)
   if check and proc.returncode != 0:
     raise AssertionError(f"hire {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -3,7 +3,8 @@ import pytest
 import seqio
 import tensorflow_datasets as tfds
 
-from hire_cli import data, errors, tasks
+from hire_cli import errors
+from hire_cli.lib import data, tasks
 
 
 @pytest.fixture(scope="module")

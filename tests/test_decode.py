@@ -5,9 +5,10 @@ import dataclasses
 import jax
 import numpy as np
 
-from hire_cli import decode, sharding, state
-from hire_cli.approx import ApproxConfig
-from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig
+from hire_cli.lib import sharding, state
+from hire_cli.nn import decode
+from hire_cli.nn.approx import ApproxConfig
+from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig
 
 
 def _mesh():

@@ -4,10 +4,12 @@ import dataclasses
 
 import numpy as np
 
-from hire_cli import evaluate, recall_curve, state
-from hire_cli.approx import ApproxConfig
-from hire_cli.config import HiReSoftmaxConfig
-from hire_cli.sharding import MeshConfig, make_mesh
+from hire_cli.evals import recall_curve
+from hire_cli.lib import state
+from hire_cli.evals import metrics
+from hire_cli.nn.approx import ApproxConfig
+from hire_cli.nn.config import HiReSoftmaxConfig
+from hire_cli.lib.sharding import MeshConfig, make_mesh
 
 
 def _numpy_recall(cand_NxKp, exact_NxV, k):
@@ -21,7 +23,7 @@ def test_eval_recall_equals_independent_recall(tiny_cfg):
   mesh = make_mesh(MeshConfig())
   graphdef, params = state.init_params(cfg, 0, mesh)
   rows_NxL = np.random.default_rng(0).integers(3, cfg.vocab_size, (8, 16)).astype(np.int32)
-  found = evaluate.mean_metrics(evaluate.make_eval_fn(graphdef), params, rows_NxL, 4, 2, mesh)
+  found = metrics.mean_metrics(metrics.make_eval_fn(graphdef), params, rows_NxL, 4, 2, mesh)
 
   # Independent: numpy top-k of the exact logits and of the approximator's scores.
   model = state.bind(graphdef, params)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hire_cli import errors, ffn
-from hire_cli.approx import ApproxConfig
-from hire_cli.config import HiReFfnConfig, ModelConfig
+from hire_cli import errors
+from hire_cli.nn import ffn
+from hire_cli.nn.approx import ApproxConfig
+from hire_cli.nn.config import HiReFfnConfig, ModelConfig
 
 D, F, G_SIZE = 16, 64, 4  # G = 16 groups
 
@@ -247,7 +248,7 @@ def test_bytes_per_token():
 
 
 def test_transformer_with_hire_ffn_sows_one_aux_per_layer():
-  from hire_cli.model import Transformer
+  from hire_cli.nn.model import Transformer
   cfg = _cfg()
   model = Transformer(cfg, rngs=nnx.Rngs(0))
   tokens = jnp.ones((2, 5), jnp.int32)

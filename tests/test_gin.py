@@ -1,7 +1,8 @@
 import gin
 import pytest
 
-from hire_cli import cli_args, errors, gin_utils
+from hire_cli import errors
+from hire_cli.cli import cli_args, gin_utils
 
 
 def test_shorthand_rewrites_and_quotes_strings():

@@ -13,8 +13,9 @@ _MESH_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 from jax.sharding import PartitionSpec as P
-from hire_cli import checkpoint, data, optimizer, sharding, state, train
-from hire_cli.config import ModelConfig
+from hire_cli.lib import checkpoint, data, optimizer, sharding, state
+from hire_cli.runs import train
+from hire_cli.nn.config import ModelConfig
 
 assert jax.device_count() == 8, jax.devices()
 # V, F and H all divide by the model axis (4), so vocab, mlp and heads really shard.

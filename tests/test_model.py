@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hire_cli import state
-from hire_cli.model import Transformer, init_cache, write_cache
+from hire_cli.lib import state
+from hire_cli.nn.model import Transformer, init_cache, write_cache
 
 
 def _logits(model, tokens_BxL):

@@ -12,8 +12,9 @@ import time
 import jax
 import numpy as np
 
-from hire_cli import evaluate, sharding
-from hire_cli.config import ModelConfig
+from hire_cli.lib import sharding
+from hire_cli.lib import checkpoint
+from hire_cli.nn.config import ModelConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 420
@@ -37,7 +38,7 @@ def _start(model_dir, devices, log, extra=()):
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
     return subprocess.Popen(
-        [sys.executable, "-m", "hire_cli.main", "train", f"--gin.MODEL_DIR={model_dir}", *ARGS,
+        [sys.executable, "-m", "hire_cli.cli.main", "train", f"--gin.MODEL_DIR={model_dir}", *ARGS,
          *extra], cwd=REPO, env=env, stdout=out, stderr=err)
 
 
@@ -84,8 +85,8 @@ def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
   assert (multi / "config.gin").is_file()
 
   mesh = sharding.make_mesh(sharding.MeshConfig(), jax.devices()[:1])
-  step_m, _, params_m = evaluate.restore_params(str(multi), MODEL, mesh)
-  step_s, _, params_s = evaluate.restore_params(str(single), MODEL, mesh)
+  step_m, _, params_m = checkpoint.restore_params(str(multi), MODEL, mesh)
+  step_s, _, params_s = checkpoint.restore_params(str(single), MODEL, mesh)
   assert step_m == step_s == 3
   for a, b in zip(jax.tree.leaves(params_m), jax.tree.leaves(params_s)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

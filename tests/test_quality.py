@@ -2,7 +2,8 @@
 
 import json
 
-from hire_cli import quality, reporting
+from hire_cli.report import reporting
+from hire_cli.runs import quality
 
 
 def _metrics(loss, served, acc, acc_hire=None, recall_sm=None, recall_ffn=None):

@@ -10,7 +10,7 @@ import time
 import jax
 import numpy as np
 
-from hire_cli import sharding
+from hire_cli.lib import sharding
 from tests.test_train import MESH, SMALL, _params, _run
 
 
@@ -35,7 +35,7 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
 
 def test_sigterm_saves_and_exits_zero(tmp_path):
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-  args = [sys.executable, "-m", "hire_cli.main", "train", f"--gin.MODEL_DIR={tmp_path}",
+  args = [sys.executable, "-m", "hire_cli.cli.main", "train", f"--gin.MODEL_DIR={tmp_path}",
           "--gin.TRAIN_STEPS=100000", "--gin.CHECKPOINT_EVERY=100000", "--gin.EVAL_EVERY=0",
           "--gin.ModelConfig.d_model=16", "--gin.ModelConfig.n_layers=1",
           "--gin.BATCH_SIZE=2", "--gin.train.log_every=1"]
@@ -58,7 +58,7 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
 
 def _cli_train(model_dir, steps):
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-  return [sys.executable, "-m", "hire_cli.main", "train", f"--gin.MODEL_DIR={model_dir}",
+  return [sys.executable, "-m", "hire_cli.cli.main", "train", f"--gin.MODEL_DIR={model_dir}",
           f"--gin.TRAIN_STEPS={steps}", "--gin.CHECKPOINT_EVERY=2", "--gin.EVAL_EVERY=0",
           "--gin.ModelConfig.d_model=16", "--gin.ModelConfig.n_layers=1", "--gin.BATCH_SIZE=2",
           "--gin.train.log_every=1"], env
@@ -82,8 +82,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(tmp_path):
   cfg = SMALL.__class__(**{**SMALL.__dict__, "d_model": 16, "n_layers": 1, "d_ff": 256,
                            "n_heads": 2, "d_head": 32})
   mesh = sharding.make_mesh(MESH)
-  from hire_cli import evaluate
-  _, _, a = evaluate.restore_params(str(straight), cfg, mesh)
-  _, _, b = evaluate.restore_params(str(killed), cfg, mesh)
+  from hire_cli.lib import checkpoint
+  _, _, a = checkpoint.restore_params(str(straight), cfg, mesh)
+  _, _, b = checkpoint.restore_params(str(killed), cfg, mesh)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

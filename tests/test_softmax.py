@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hire_cli import decode, errors, loss, sharding, state
-from hire_cli.approx import ApproxConfig
-from hire_cli.config import HiReSoftmaxConfig, ModelConfig
-from hire_cli.model import Transformer
+from hire_cli import errors
+from hire_cli.lib import sharding, state
+from hire_cli.nn import decode, loss
+from hire_cli.nn.approx import ApproxConfig
+from hire_cli.nn.config import HiReSoftmaxConfig, ModelConfig
+from hire_cli.nn.model import Transformer
 
 
 def _cfg(tiny_cfg, **kw):
@@ -91,7 +93,9 @@ def test_bad_softmax_configs_are_user_errors(tiny_cfg, kw, match):
 def test_post_hoc_mode_trains_only_the_approximator(tmp_path):
   """From a dense checkpoint: the model stays bit-identical, the SVD-initialised approximator
   trains, and it starts with a far better recall than a random one."""
-  from hire_cli import data, evaluate, optimizer, train
+  from hire_cli.lib import data, optimizer
+  from hire_cli.lib import checkpoint
+  from hire_cli.runs import train
   dense_cfg = ModelConfig(vocab_size=32000, d_model=16, n_layers=1, n_heads=2, d_head=8,
                           d_ff=32, max_len=128)
   hire_cfg = dataclasses.replace(dense_cfg, hire_softmax=HiReSoftmaxConfig(
@@ -103,8 +107,8 @@ def test_post_hoc_mode_trains_only_the_approximator(tmp_path):
   train.train(model_dir=str(tmp_path / "posthoc"), model=hire_cfg, train_steps=3,
               post_hoc_from=str(tmp_path / "dense"), **common)
   mesh = sharding.make_mesh(mesh_cfg)
-  _, _, dense = evaluate.restore_params(str(tmp_path / "dense"), dense_cfg, mesh)
-  _, graphdef, hire = evaluate.restore_params(str(tmp_path / "posthoc"), hire_cfg, mesh)
+  _, _, dense = checkpoint.restore_params(str(tmp_path / "dense"), dense_cfg, mesh)
+  _, graphdef, hire = checkpoint.restore_params(str(tmp_path / "posthoc"), hire_cfg, mesh)
   approx_trained = hire["head"].pop("approx")
   for a, b in zip(jax.tree.leaves(dense), jax.tree.leaves(hire)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hire_cli import errors, topk
+from hire_cli import errors
+from hire_cli.nn import topk
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -158,7 +159,7 @@ _DA_SCRIPT = r"""
 import json
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from hire_cli import topk
+from hire_cli.nn import topk
 
 assert jax.device_count() == 8, jax.devices()
 mesh = Mesh(np.array(jax.devices()).reshape(1, 8), ("data", "model"))

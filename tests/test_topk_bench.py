@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from hire_cli import errors, topk_bench
+from hire_cli import errors
+from hire_cli.evals import topk_bench
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 KEYS = {"op", "n", "k_prime", "ms", "recall", "expected_recall", "params", "devices"}
@@ -43,7 +44,8 @@ def test_bad_sizes_are_user_errors():
 _SCRIPT = r"""
 import json
 import jax
-from hire_cli import sharding, topk_bench
+from hire_cli.evals import topk_bench
+from hire_cli.lib import sharding
 
 assert jax.device_count() == 8, jax.devices()
 mesh = sharding.make_mesh(sharding.MeshConfig(data=1, model=8))

@@ -5,8 +5,11 @@ import jax
 import numpy as np
 import pytest
 
-from hire_cli import data, errors, evaluate, optimizer, sharding, state, train
-from hire_cli.config import ModelConfig
+from hire_cli import errors
+from hire_cli.lib import data, optimizer, sharding, state
+from hire_cli.lib import checkpoint
+from hire_cli.runs import evaluate, train
+from hire_cli.nn.config import ModelConfig
 
 # Shipped vocabulary (V = 32000), everything else tiny.
 SMALL = ModelConfig(vocab_size=32000, d_model=16, n_layers=1, n_heads=2, d_head=8, d_ff=32,
@@ -36,7 +39,7 @@ def _run(model_dir, steps, **kw):
 
 
 def _params(model_dir):
-  return evaluate.restore_params(str(model_dir), SMALL, sharding.make_mesh(MESH))
+  return checkpoint.restore_params(str(model_dir), SMALL, sharding.make_mesh(MESH))
 
 
 def test_train_checkpoint_resume_eval_end_to_end(tmp_path, capsys):
@@ -82,7 +85,7 @@ def test_nonfinite_loss_stops_without_a_bad_checkpoint(tmp_path):
   mgr_steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   # Every checkpoint that exists restores to finite parameters.
   for s in mgr_steps:
-    from hire_cli import checkpoint
+    from hire_cli.lib import checkpoint
     mgr = checkpoint.manager(tmp_path)
     setup = state.create(SMALL, bad, 6, 0, sharding.make_mesh(MESH), abstract_only=True)
     st = checkpoint.restore(mgr, s, setup.state)

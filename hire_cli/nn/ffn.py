@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hire_cli import approx, errors, topk
-from hire_cli.approx import Approximator
-from hire_cli.config import ModelConfig
-from hire_cli.layers import activate, param
+from hire_cli import errors
+from hire_cli.nn import approx, topk
+from hire_cli.nn.approx import Approximator
+from hire_cli.nn.config import ModelConfig
+from hire_cli.nn.layers import activate, param
 
 SCORES = ("l2", "sum")
 

@@ -12,9 +12,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from hire_cli import optimizer, sharding
-from hire_cli.config import ModelConfig
-from hire_cli.model import Transformer
+from hire_cli.lib import optimizer, sharding
+from hire_cli.nn.config import ModelConfig
+from hire_cli.nn.model import Transformer
 
 
 @dataclasses.dataclass

@@ -73,7 +73,8 @@ def usage(command: str | None = None) -> str:
 def execute(command: str, gin_files=None, gin_bindings=None) -> int:
   """Runs one command; bad input prints one line to stderr and returns 2 (no traceback)."""
   import gin
-  from hire_cli import errors, gin_utils  # heavy imports after flag parsing
+  from hire_cli import errors
+  from hire_cli.cli import gin_utils# heavy imports after flag parsing
 
   try:
     gin_utils.parse(gin_files, gin_bindings)
@@ -123,7 +124,8 @@ def main(argv):
 
 def compare_main(args: list[str]) -> int:
   """`hire eval --compare RUN RUN ... [--compare_out=PATH]` (also --compare=RUN,RUN)."""
-  from hire_cli import compare, errors
+  from hire_cli import errors
+  from hire_cli.runs import compare
   runs, out, rest, i = [], "", [], 0
   while i < len(args):
     a = args[i]
@@ -150,7 +152,7 @@ def compare_main(args: list[str]) -> int:
 
 
 def run():
-  from hire_cli.cli_args import rewrite_argv
+  from hire_cli.cli.cli_args import rewrite_argv
   argv = rewrite_argv(sys.argv)
   args = argv[1:]
   positional = [a for a in args if not a.startswith("-")]

@@ -8,9 +8,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hire_cli import state
-from hire_cli.config import ModelConfig
-from hire_cli.model import cache_with, init_cache, write_cache
+from hire_cli.lib import state
+from hire_cli.nn.config import ModelConfig
+from hire_cli.nn.model import cache_with, init_cache, write_cache
 
 
 def next_token(model, h_Bx1xD, hire: bool, key, top_k: int = 0, temperature: float = 0.0):

@@ -9,9 +9,11 @@ import re
 
 import gin
 
-from hire_cli import bench, data, errors, evaluate, generate, optimizer, paths, sharding, train
-from hire_cli.approx import ApproxConfig
-from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
+from hire_cli import errors, paths
+from hire_cli.lib import data, optimizer, sharding
+from hire_cli.runs import bench, evaluate, generate, train
+from hire_cli.nn.approx import ApproxConfig
+from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 
 CONFIGS_DIR = paths.REPO_ROOT / "configs"
 DEFAULT_EXPERIMENT = "configs/experiments/tiny_dense.gin"

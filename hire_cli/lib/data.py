@@ -13,7 +13,8 @@ import pathlib
 import numpy as np
 import seqio
 
-from hire_cli import errors, paths, tasks
+from hire_cli import errors, paths
+from hire_cli.lib import tasks
 
 
 @dataclasses.dataclass(frozen=True)

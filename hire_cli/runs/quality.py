@@ -5,8 +5,8 @@ data order (`hire train`, resumable: a finished run is not retrained), evaluates
 eval`), compares them (`hire eval --compare`), times all four on the HiRE run's weights (`hire
 bench-latency`) and writes a markdown results page with the training curves.
 
-  python -m hire_cli.quality                  # small, 300 steps (~90 min on 2 CPU cores)
-  python -m hire_cli.quality --quick          # tiny, 60 steps (~30 min today; aim ~10)
+  python -m hire_cli.runs.quality                  # small, 300 steps (~90 min on 2 CPU cores)
+  python -m hire_cli.runs.quality --quick          # tiny, 60 steps (~30 min today; aim ~10)
 """
 
 import datetime
@@ -20,7 +20,7 @@ import time
 
 from absl import app, flags
 
-from hire_cli import eval_report, plots, reporting
+from hire_cli.report import eval_report, plots, reporting
 
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
 
@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 
 
 def hire(*args: str) -> None:
-  cmd = [sys.executable, "-m", "hire_cli.main", *args]
+  cmd = [sys.executable, "-m", "hire_cli.cli.main", *args]
   reporting.say("$ hire " + " ".join(args))
   t0 = time.perf_counter()
   if subprocess.run(cmd).returncode != 0:

@@ -19,9 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hire_cli import (approx, decode, errors, evaluate, ffn, latency, reporting, sharding, state,
-                      topk_bench)
-from hire_cli.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
+from hire_cli import errors
+from hire_cli.evals import latency, topk_bench
+from hire_cli.lib import checkpoint, sharding, state
+from hire_cli.nn import approx, decode, ffn
+from hire_cli.report import reporting
+from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
 # Dynamic overlap (one shared FFN candidate set per decoding batch): timed when a batch > 1.
@@ -138,7 +141,7 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
     if missing:
       raise errors.UserError(f"variants {missing} have no trained approximators in {model_dir}; "
                              "use INIT=random to time every variant")
-    step, _, full_params = evaluate.restore_params(model_dir, model, mesh)
+    step, _, full_params = checkpoint.restore_params(model_dir, model, mesh)
   runners = {}
   for v, cfg in cfgs.items():
     graphdef, abstract, _ = state.abstract_model(cfg)

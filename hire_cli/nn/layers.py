@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hire_cli.config import ModelConfig
+from hire_cli.nn.config import ModelConfig
 
 
 def param(rngs: nnx.Rngs, shape, std: float, axes, cfg: ModelConfig) -> nnx.Param:

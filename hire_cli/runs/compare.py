@@ -3,7 +3,8 @@
 import json
 import pathlib
 
-from hire_cli import errors, eval_report, reporting
+from hire_cli import errors
+from hire_cli.report import eval_report, reporting
 
 
 def compare_runs(runs: list[str], out: str = "") -> dict:

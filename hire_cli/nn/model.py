@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hire_cli.config import ModelConfig
-from hire_cli.ffn import make_ffn
-from hire_cli.layers import RMSNorm, param, rope
-from hire_cli.softmax import make_head
+from hire_cli.nn.config import ModelConfig
+from hire_cli.nn.ffn import make_ffn
+from hire_cli.nn.layers import RMSNorm, param, rope
+from hire_cli.nn.softmax import make_head
 
 
 class Attention(nnx.Module):

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hire_cli import data, loss, sharding, state
+from hire_cli.lib import data, sharding, state
+from hire_cli.nn import loss
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,8 +7,11 @@ import sys
 
 import numpy as np
 
-from hire_cli import data, decode, errors, evaluate, ffn, reporting, sharding, tasks
-from hire_cli.config import ModelConfig
+from hire_cli import errors
+from hire_cli.lib import checkpoint, data, sharding, tasks
+from hire_cli.nn import decode, ffn
+from hire_cli.report import reporting
+from hire_cli.nn.config import ModelConfig
 
 
 def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
@@ -37,7 +40,7 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
         f"prompt ({len(ids)} tokens) + {num_tokens} new tokens exceeds the model's context "
         f"max_len={model.max_len}; shorten the prompt or lower GENERATE_TOKENS")
   mesh = sharding.make_mesh(mesh_cfg)
-  _, graphdef, params = evaluate.restore_params(model_dir, model, mesh)
+  _, graphdef, params = checkpoint.restore_params(model_dir, model, mesh)
   prompt_1xL = np.asarray([ids], np.int32)
   has_hire = model.hire_softmax is not None or model.hire_ffn is not None
 

@@ -8,8 +8,12 @@ import signal
 import jax
 import jax.numpy as jnp
 
-from hire_cli import checkpoint, data, errors, evaluate, loss, optimizer, reporting, sharding, state
-from hire_cli.config import ModelConfig
+from hire_cli import errors
+from hire_cli.evals import metrics as val_metrics
+from hire_cli.lib import checkpoint, data, optimizer, sharding, state
+from hire_cli.nn import loss
+from hire_cli.report import reporting
+from hire_cli.nn.config import ModelConfig
 
 
 def make_train_step(setup: state.Setup):
@@ -124,7 +128,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     start = 0
     if post_hoc:
       dense_cfg = dataclasses.replace(model, hire_softmax=None, hire_ffn=None)
-      dense_step, _, dense_params = evaluate.restore_params(post_hoc_from, dense_cfg, mesh)
+      dense_step, _, dense_params = checkpoint.restore_params(post_hoc_from, dense_cfg, mesh)
       setup.state["params"] = state.post_hoc_params(
           setup.graphdef, setup.state["params"], dense_params, setup.state_shardings["params"])
       reporting.say(f"Post-hoc HiRE: model frozen at {post_hoc_from} step {dense_step}; "
@@ -136,7 +140,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     return {"step": start}
 
   step_fn = make_train_step(setup)
-  eval_fn = evaluate.make_eval_fn(setup.graphdef) if eval_every else None
+  eval_fn = val_metrics.make_eval_fn(setup.graphdef) if eval_every else None
   writer = reporting.writer(workdir / "tb" / "train")
   history = workdir / "history.jsonl"  # the same scalars as TensorBoard, one JSON object a line
   progress = reporting.Progress(start, train_steps)
@@ -176,7 +180,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
       if should_save:
         last = flush(*pending)  # never checkpoint a non-finite state
       if eval_every and done % eval_every == 0:
-        found = evaluate.mean_metrics(eval_fn, st["params"], val_rows, batch_size, eval_batches,
+        found = val_metrics.mean_metrics(eval_fn, st["params"], val_rows, batch_size, eval_batches,
                                       mesh)
         val = found["loss"]
         writer.write_scalars(done, {f"eval/{k}": v for k, v in found.items()})

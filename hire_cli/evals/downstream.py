@@ -9,8 +9,10 @@ import numpy as np
 import seqio
 from absl import logging
 
-from hire_cli import downstream_tasks, loss, reporting, softmax, state
-from hire_cli.config import ModelConfig
+from hire_cli.lib import downstream_tasks, state
+from hire_cli.nn import loss, softmax
+from hire_cli.report import reporting
+from hire_cli.nn.config import ModelConfig
 
 
 def target_positions(weights_BxL, multiple: int = 8) -> np.ndarray:

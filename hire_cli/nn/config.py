@@ -5,7 +5,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from hire_cli import errors
-from hire_cli.approx import ApproxConfig
+from hire_cli.nn.approx import ApproxConfig
 
 ACTIVATIONS = ("relu", "gelu", "swiglu")
 TOPK_METHODS = ("exact", "two_stage", "approx_max_k")

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hire_cli import decode
-from hire_cli.config import ModelConfig
-from hire_cli.model import init_cache
+from hire_cli.nn import decode
+from hire_cli.nn.config import ModelConfig
+from hire_cli.nn.model import init_cache
 
 
 def time_decode(runner, prompt_BxL, warmup: int, steps: int) -> tuple[float, list[float]]:

@@ -7,7 +7,7 @@ interleaved (each repeat cycles through all of them) so that drift hits all alik
 measured on a separate draw of `recall_rows` rows: with batch=1 a single row's recall is too
 coarse (steps of 1/k') to compare with the formula.
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m hire_cli.topk_bench --model 8
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m hire_cli.evals.topk_bench --model 8
 """
 
 import argparse
@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hire_cli import errors, sharding, topk
+from hire_cli import errors
+from hire_cli.lib import sharding
+from hire_cli.nn import topk
 
 
 def _ops(n: int, k: int, target_recall: float, mesh: Mesh | None) -> list[dict]:

@@ -10,7 +10,8 @@ import functools
 import seqio
 import tensorflow as tf
 
-from hire_cli import errors, paths, tfds_corpus
+from hire_cli import errors, paths
+from hire_cli.lib import tfds_corpus
 
 # Public datasets for people who have them in a TFDS data_dir (TFDS_DATA_DIR or --gin binding).
 PUBLIC_SOURCES = {

@@ -18,7 +18,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from hire_cli import errors, paths, tasks
+from hire_cli import errors, paths
+from hire_cli.lib import tasks
 
 PREFIX = "hire_ds_"
 # Score dict keys: a suffix per inference path.

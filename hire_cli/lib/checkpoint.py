@@ -13,7 +13,8 @@ import jax
 import orbax.checkpoint as ocp
 
 from hire_cli import errors
-from hire_cli.config import ModelConfig
+from hire_cli.lib import sharding
+from hire_cli.nn.config import ModelConfig
 
 
 def manager(model_dir: str | pathlib.Path, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
@@ -33,11 +34,16 @@ def read_meta(mgr: ocp.CheckpointManager, step: int) -> dict:
   return mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
-def restore(mgr: ocp.CheckpointManager, step: int, abstract_state):
-  """Restores the state at `step` into the structure, shapes and shardings of `abstract_state`."""
+def restore(mgr: ocp.CheckpointManager, step: int, abstract_state, *, partial: bool = False):
+  """Restores the state at `step` into the structure, shapes and shardings of `abstract_state`;
+  `partial` reads only the subtree `abstract_state` names (e.g. the parameters)."""
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-  out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  return out["state"]
+  if partial:
+    args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(target))
+  else:
+    args = ocp.args.StandardRestore(target)
+  return mgr.restore(step, args=ocp.args.Composite(state=args))["state"]
 
 
 SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "activation",
@@ -62,7 +68,8 @@ def _set_aside(mgr: ocp.CheckpointManager, step: int, why: str) -> None:
     shutil.move(str(src), str(dst))
 
 
-def restore_latest_good(mgr: ocp.CheckpointManager, make_abstract, check=None):
+def restore_latest_good(mgr: ocp.CheckpointManager, make_abstract, check=None, *,
+                        partial: bool = False):
   """(step, state, meta) of the newest checkpoint that restores; None if there is none.
 
   A damaged checkpoint (truncated or corrupted files) is set aside with a warning that names it,
@@ -79,7 +86,7 @@ def restore_latest_good(mgr: ocp.CheckpointManager, make_abstract, check=None):
     if check is not None:
       check(meta)
     try:
-      found = (step, restore(mgr, step, make_abstract(meta)), meta)
+      found = (step, restore(mgr, step, make_abstract(meta), partial=partial), meta)
       break
     except Exception as e:  # noqa: BLE001
       damaged.append((step, type(e).__name__))
@@ -114,3 +121,28 @@ def check_compatible(meta: dict, model_cfg: ModelConfig, abstract_params, where:
         f"checkpoint in {where} has other parameters than this config ({len(bad)} differ, e.g. "
         f"{bad[0]}: checkpoint {have.get(bad[0])} vs config {want.get(bad[0])}); use the variant "
         "and approximator settings it was trained with, or a new MODEL_DIR")
+
+
+def restore_params(model_dir: str | pathlib.Path, model: ModelConfig, mesh):
+  """(step, graphdef, params) of the newest good checkpoint in `model_dir`, reading only the
+  parameters (what eval, generate and bench need; the optimizer state stays on disk)."""
+  from hire_cli.lib import state  # state builds the model; checkpoint stays importable alone
+  workdir = pathlib.Path(model_dir)
+  if not (workdir / "checkpoints").is_dir():
+    raise errors.UserError(f"no checkpoints in {workdir}; train first with `hire train "
+                           f"--gin.MODEL_DIR={workdir}` or point MODEL_DIR at a trained run")
+  graphdef, abstract, axes = state.abstract_model(model)
+  shardings = sharding.param_shardings(abstract, axes, mesh)
+  target = {"params": jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                   abstract, shardings)}
+  mgr = manager(workdir)
+  try:
+    found = restore_latest_good(mgr, lambda meta: target,
+                                lambda meta: check_compatible(meta, model, abstract, str(workdir)),
+                                partial=True)
+  finally:
+    mgr.close()
+  if found is None:
+    raise errors.UserError(f"no complete checkpoint in {workdir / 'checkpoints'}")
+  step, restored, _ = found
+  return step, graphdef, restored["params"]

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hire_cli import approx, topk
-from hire_cli.config import ModelConfig
-from hire_cli.layers import param
+from hire_cli.nn import approx, topk
+from hire_cli.nn.config import ModelConfig
+from hire_cli.nn.layers import param
 
 # A token whose target falls outside the candidates gets this much of a uniform distribution,
 # so the served loss stays finite but a miss costs ~log(V / SERVED_FLOOR) nats.

@@ -1,0 +1,55 @@
+"""Validation metrics of a checkpoint's parameters: exact loss, and for HiRE layers the recall
+of every approximator and what HiRE inference serves (used by `hire eval` and by training's
+periodic evaluation)."""
+
+import jax
+import jax.numpy as jnp
+
+from hire_cli.lib import data, sharding, state
+from hire_cli.nn import loss, softmax
+
+
+def make_eval_fn(graphdef, ks=(1, 8, 32)):
+  """Jitted per-batch metrics: exact validation loss; with HiRE layers also the per-layer recall
+  of the approximators, and what HiRE inference serves (FFN on predicted groups, softmax on the
+  candidates): served loss, recall/softmax@k and top-1 agreement with the exact model."""
+
+  @jax.jit
+  def eval_fn(params, inputs_BxL, targets_BxL):
+    model = state.bind(graphdef, params)
+    h_BxLxD, _ = model(inputs_BxL)
+    exact_BxLxV = model.logits(h_BxLxD)
+    out = {"loss": loss.cross_entropy(exact_BxLxV, targets_BxL)[0]}
+    _, aux = loss.collect_aux(model)
+    out.update({k: v for k, v in aux.items() if k.startswith("recall/ffn")})
+    cfg = model.cfg
+    if cfg.hire_softmax is None and cfg.hire_ffn is None:
+      return out
+    exact_top1_BxL = jnp.argmax(exact_BxLxV, -1)
+    hs_BxLxD, _ = model(inputs_BxL, hire=True)  # FFN layers on their predicted groups
+    served_BxLxV = model.logits(hs_BxLxD)
+    loss.collect_aux(model)  # discard what the served pass sowed
+    if cfg.hire_ffn is not None:
+      out["top1_agreement/ffn"] = jnp.mean(jnp.argmax(served_BxLxV, -1) == exact_top1_BxL)
+    if cfg.hire_softmax is not None:
+      cand_BxLxKp = model.head.candidates(hs_BxLxD)
+      out.update(softmax.served_metrics(served_BxLxV, cand_BxLxKp, targets_BxL, ks,
+                                        exact_top1_BxL))
+    else:
+      out["served_loss"] = loss.cross_entropy(served_BxLxV, targets_BxL)[0]
+      out["top1_agreement"] = out["top1_agreement/ffn"]
+    return out
+
+  return eval_fn
+
+
+def mean_metrics(eval_fn, params, rows_NxL, batch_size, max_batches, mesh) -> dict:
+  """Metrics averaged over fixed validation batches (the same every call)."""
+  per_process = batch_size // jax.process_count()
+  results = []
+  for batch in data.eval_batches(rows_NxL, batch_size, max_batches):
+    local = batch[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
+    results.append(eval_fn(params, sharding.to_global(data.lm_inputs(local), mesh),
+                           sharding.to_global(local, mesh)))
+  results = jax.device_get(results)
+  return {k: float(sum(r[k] for r in results) / len(results)) for k in results[0]}

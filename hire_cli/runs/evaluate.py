@@ -1,0 +1,66 @@
+"""`hire eval`: restore the latest checkpoint and report validation loss and perplexity, and for
+HiRE variants the recall of every approximator and what HiRE inference serves."""
+
+import math
+import pathlib
+
+import jax
+
+from hire_cli.evals import downstream as hire_downstream
+from hire_cli.evals import latency, recall_curve
+from hire_cli.evals import metrics as metrics_lib
+from hire_cli.lib import checkpoint, data, sharding
+from hire_cli.nn.config import ModelConfig
+from hire_cli.report import eval_report, plots, reporting
+
+
+def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
+             mesh_cfg: sharding.MeshConfig, batch_size: int, eval_batches: int = 16,
+             unigram_baseline: bool = True, downstream: bool = True, downstream_dir: str = "",
+             downstream_shots: int = 0, downstream_limit: int = 0, latency_steps: int = 16,
+             recall_k_primes=(32, 64, 128, 256, 512, 1024), recall_batches: int = 2) -> dict:
+  """One report for the latest checkpoint: validation loss/perplexity (exact and served by
+  HiRE), downstream accuracy (exact and HiRE), top-k recall per HiRE layer and top-1 agreement,
+  and decode ms/token at batch 1. Writes MODEL_DIR/eval/{metrics.json,report.md,*.png} and
+  TensorBoard scalars at the checkpoint's step."""
+  mesh = sharding.make_mesh(mesh_cfg)
+  step, graphdef, params = checkpoint.restore_params(model_dir, model, mesh)
+  val_rows = data.load_rows(data_cfg, "validation")
+  reporting.say(f"Evaluating {model_dir} at step {step}: validation loss and recall ...")
+  found = metrics_lib.mean_metrics(metrics_lib.make_eval_fn(graphdef), params, val_rows, batch_size, eval_batches, mesh)
+  n_batches = len(data.eval_batches(val_rows, batch_size, eval_batches))
+  metrics = {"step": int(step), "loss": found.pop("loss"),
+             "eval_tokens": n_batches * batch_size * data_cfg.seq_len}
+  metrics["perplexity"] = math.exp(min(metrics["loss"], 50))
+  if "served_loss" in found:
+    found["served_perplexity"] = math.exp(min(found["served_loss"], 50))
+  metrics.update(found)
+  if unigram_baseline:
+    evaluated = val_rows[:n_batches * batch_size]
+    metrics["unigram_loss"] = data.unigram_loss(data.load_rows(data_cfg, "train"), evaluated,
+                                                model.vocab_size)
+  curve = None
+  if model.hire_softmax is not None and recall_k_primes:
+    curve = recall_curve.softmax_recall_curve(graphdef, params, val_rows, batch_size,
+                                              recall_batches, recall_k_primes, mesh)
+  if downstream and jax.process_count() == 1:
+    metrics.update(hire_downstream.evaluate_downstream(
+        graphdef, params, model, data_dir=downstream_dir, shots=downstream_shots,
+        limit=downstream_limit, batch_size=batch_size, vocab_path=data_cfg.vocab_path))
+  if latency_steps and jax.process_count() == 1:
+    reporting.say(f"Timing {latency_steps} decode steps at batch 1 ...")
+    metrics.update(latency.decode_latency(graphdef, params, model, latency_steps))
+  out_dir = pathlib.Path(model_dir) / "eval"
+  if reporting.is_chief():
+    reporting.write_json(out_dir / "metrics.json", metrics)
+    if curve:
+      reporting.write_json(out_dir / "softmax_recall_curve.json", curve)
+    w = reporting.writer(pathlib.Path(model_dir) / "tb" / "eval")
+    w.write_scalars(int(step), {k: v for k, v in metrics.items() if k != "step"})
+    w.flush()
+    pngs = plots.eval_plots(metrics, curve, out_dir)
+    eval_report.write(out_dir / "report.md", model_dir, metrics, curve, pngs)
+  reporting.say(reporting.table(list(metrics.items()),
+                                title=f"Evaluation of {model_dir} (step {step})"))
+  reporting.say(f"Wrote {out_dir / 'metrics.json'} and {out_dir / 'report.md'}")
+  return metrics
