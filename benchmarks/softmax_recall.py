@@ -17,10 +17,9 @@ import gin
 from absl import app, flags
 
 from hire_cli.cli import gin_utils
-from hire_cli.lib import data, sharding, state
-from hire_cli.nn import approx
 from hire_cli.evals import metrics
-from hire_cli.lib import checkpoint
+from hire_cli.lib import checkpoint, data, sharding, state
+from hire_cli.nn import approx, cost
 from hire_cli.nn.config import HiReSoftmaxConfig
 
 flags.DEFINE_string("model_dir", "runs/small_dense", "a trained dense run")
@@ -57,8 +56,8 @@ def main(_):
                                      jax_shardings(params))
       m = metrics.mean_metrics(metrics.make_eval_fn(graphdef), params, rows, batch,
                                 FLAGS.eval_batches, mesh)
-      frac = approx.bytes_per_token(kind, v, d, acfg.rank, acfg.bits, kp) / \
-          approx.dense_bytes_per_token(v, d)
+      frac = cost.bytes_per_token(kind, v, d, acfg.rank, acfg.bits, kp) / \
+          cost.dense_bytes_per_token(v, d)
       row = {"kind": kind, "rank": acfg.rank if kind != "q" else None, "bits": acfg.bits,
              "k_prime": kp, "bytes_fraction": frac, "step": int(step), **m}
       results.append(row)

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from hire_cli import errors
-from hire_cli.nn import approx, topk
+from hire_cli.nn import approx, cost, topk
 
 
 def _normal(shape, seed=0):
@@ -248,27 +248,27 @@ def test_config_accepts_valid_shapes():
 
 def test_bytes_q_int4_is_a_quarter_of_dense_plus_exact_rows():
   n, d, kp = 32000, 512, 256
-  dense = approx.dense_bytes_per_token(n, d)
+  dense = cost.dense_bytes_per_token(n, d)
   assert dense == n * d * 2
   exact_rows = kp * d * 2
-  q4 = approx.bytes_per_token("q", n, d, rank=0, bits=4, k_prime=kp)
+  q4 = cost.bytes_per_token("q", n, d, rank=0, bits=4, k_prime=kp)
   scales = n * 4  # one float32 per row
   assert q4 == dense / 4 + scales + exact_rows
-  q8 = approx.bytes_per_token("q", n, d, rank=0, bits=8, k_prime=kp, group_size=64)
+  q8 = cost.bytes_per_token("q", n, d, rank=0, bits=8, k_prime=kp, group_size=64)
   assert q8 == dense / 2 + n * (d // 64) * 4 + exact_rows
   # The formula counts what quantize() really stores.
   qm = approx.quantize(jnp.ones((8, 64)), 4, 16)
-  assert qm.nbytes == approx.bytes_per_token("q", 8, 64, 0, 4, 0, group_size=16)
+  assert qm.nbytes == cost.bytes_per_token("q", 8, 64, 0, 4, 0, group_size=16)
 
 
 def test_bytes_lr_is_small_and_lr_q_smaller():
   n, d, r, kp = 32000, 512, 64, 64
-  dense = approx.dense_bytes_per_token(n, d)
-  lr = approx.bytes_per_token("lr", n, d, rank=r, bits=4, k_prime=kp)
+  dense = cost.dense_bytes_per_token(n, d)
+  lr = cost.bytes_per_token("lr", n, d, rank=r, bits=4, k_prime=kp)
   assert lr == r * (n + d) * 2 + kp * d * 2
   assert lr < 0.15 * dense
-  lr_q = approx.bytes_per_token("lr_q", n, d, rank=r, bits=4, k_prime=kp)
+  lr_q = cost.bytes_per_token("lr_q", n, d, rank=r, bits=4, k_prime=kp)
   assert lr_q == n * r / 2 + n * 4 + r * d * 2 + kp * d * 2
   assert lr_q < lr
   with pytest.raises(errors.UserError):
-    approx.bytes_per_token("dense", n, d, r, 4, kp)
+    cost.bytes_per_token("dense", n, d, r, 4, kp)

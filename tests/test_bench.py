@@ -5,8 +5,9 @@ import pytest
 
 from hire_cli import errors
 from hire_cli.lib import sharding
-from hire_cli.runs import bench
+from hire_cli.nn import cost
 from hire_cli.nn.config import ModelConfig
+from hire_cli.runs import bench
 
 TINY = ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=128,
                    max_len=64)
@@ -14,20 +15,20 @@ TINY = ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=2, d_head=16,
 
 def test_variant_bytes_follow_the_formulas():
   cfgs = bench.variant_configs(TINY, bench.VARIANTS)
-  dense = bench.weight_bytes_per_step(cfgs["dense"], 1)
+  dense = cost.weight_bytes_per_step(cfgs["dense"], 1)
   # dense: every weight once (embedding: one row per token)
   assert dense == (TINY.num_params() - TINY.vocab_size * TINY.d_model + TINY.d_model) * 4
   for v in ("hire_softmax", "hire_ffn", "hire"):
-    assert bench.weight_bytes_per_step(cfgs[v], 1) < dense, v
-  assert bench.weight_bytes_per_step(cfgs["hire"], 1) < bench.weight_bytes_per_step(
+    assert cost.weight_bytes_per_step(cfgs[v], 1) < dense, v
+  assert cost.weight_bytes_per_step(cfgs["hire"], 1) < cost.weight_bytes_per_step(
       cfgs["hire_softmax"], 1)
   # Per-token candidates grow with the batch; dynamic overlap does not.
   shared = dataclasses.replace(cfgs["hire_ffn"], hire_ffn=dataclasses.replace(
       cfgs["hire_ffn"].hire_ffn, dynamic_overlap=True))
-  assert bench.weight_bytes_per_step(cfgs["hire_ffn"], 8) > bench.weight_bytes_per_step(
+  assert cost.weight_bytes_per_step(cfgs["hire_ffn"], 8) > cost.weight_bytes_per_step(
       cfgs["hire_ffn"], 1)
   embed_rows = 7 * TINY.d_model * 4  # only the 7 extra embedding rows differ
-  assert bench.weight_bytes_per_step(shared, 8) - bench.weight_bytes_per_step(shared, 1) == \
+  assert cost.weight_bytes_per_step(shared, 8) - cost.weight_bytes_per_step(shared, 1) == \
       embed_rows
 
 
@@ -57,7 +58,7 @@ def test_overlap_variants_share_one_candidate_set():
   assert not cfgs["hire_ffn"].hire_ffn.dynamic_overlap
   assert cfgs["hire_ffn_overlap"].hire_ffn.dynamic_overlap
   # per-token candidate sets grow with the batch; the shared set does not
-  grow = lambda v: (bench.weight_bytes_per_step(cfgs[v], 8) -
-                    bench.weight_bytes_per_step(cfgs[v], 1))
+  grow = lambda v: (cost.weight_bytes_per_step(cfgs[v], 8) -
+                    cost.weight_bytes_per_step(cfgs[v], 1))
   assert grow("hire_ffn") > grow("hire_ffn_overlap")
 

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hire_cli.nn.approx import ApproxConfig
 from hire_cli.evals import downstream
 from hire_cli.lib import downstream_tasks, state, tasks
-from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 from hire_cli.lib.sharding import MeshConfig, make_mesh
+from hire_cli.nn.approx import ApproxConfig
+from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 
 CFG = ModelConfig(vocab_size=32000, d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=64,
                   max_len=48)

@@ -4,12 +4,11 @@ import dataclasses
 
 import numpy as np
 
-from hire_cli.evals import recall_curve
+from hire_cli.evals import metrics, recall_curve
 from hire_cli.lib import state
-from hire_cli.evals import metrics
+from hire_cli.lib.sharding import MeshConfig, make_mesh
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReSoftmaxConfig
-from hire_cli.lib.sharding import MeshConfig, make_mesh
 
 
 def _numpy_recall(cand_NxKp, exact_NxV, k):

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from hire_cli import errors
-from hire_cli.nn import ffn
+from hire_cli.nn import cost, ffn
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReFfnConfig, ModelConfig
 
@@ -236,14 +236,14 @@ def test_make_ffn_picks_the_layer():
 
 def test_bytes_per_token():
   wb = 2
-  b = ffn.ffn_bytes_per_token(_cfg(), weight_bytes=wb)
+  b = cost.ffn_bytes_per_token(_cfg(), weight_bytes=wb)
   r, kp, st, bud, g = 4, 6, 2, 12, G_SIZE
   assert b["dense"] == 2 * F * D * wb
   assert b["approx"] == r * (F + D) * wb
   assert b["hire"] == r * (F + D) * wb + 2 * (kp + st) * g * D * wb
   assert b["hire_batch"] == r * (F + D) * wb + 2 * (bud + st) * g * D * wb
-  assert ffn.ffn_bytes_per_token(_cfg("swiglu"))["dense"] == 3 * F * D * 2
-  assert ffn.ffn_bytes_per_token(dataclasses.replace(_cfg(), hire_ffn=None)) == {
+  assert cost.ffn_bytes_per_token(_cfg("swiglu"))["dense"] == 3 * F * D * 2
+  assert cost.ffn_bytes_per_token(dataclasses.replace(_cfg(), hire_ffn=None)) == {
       "dense": 2 * F * D * 2}
 
 

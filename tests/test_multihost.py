@@ -12,8 +12,7 @@ import time
 import jax
 import numpy as np
 
-from hire_cli.lib import sharding
-from hire_cli.lib import checkpoint
+from hire_cli.lib import checkpoint, sharding
 from hire_cli.nn.config import ModelConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

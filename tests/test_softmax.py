@@ -93,8 +93,7 @@ def test_bad_softmax_configs_are_user_errors(tiny_cfg, kw, match):
 def test_post_hoc_mode_trains_only_the_approximator(tmp_path):
   """From a dense checkpoint: the model stays bit-identical, the SVD-initialised approximator
   trains, and it starts with a far better recall than a random one."""
-  from hire_cli.lib import data, optimizer
-  from hire_cli.lib import checkpoint
+  from hire_cli.lib import checkpoint, data, optimizer
   from hire_cli.runs import train
   dense_cfg = ModelConfig(vocab_size=32000, d_model=16, n_layers=1, n_heads=2, d_head=8,
                           d_ff=32, max_len=128)

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from hire_cli import errors
-from hire_cli.lib import data, optimizer, sharding, state
-from hire_cli.lib import checkpoint
-from hire_cli.runs import evaluate, train
+from hire_cli.lib import checkpoint, data, optimizer, sharding, state
 from hire_cli.nn.config import ModelConfig
+from hire_cli.runs import evaluate, train
 
 # Shipped vocabulary (V = 32000), everything else tiny.
 SMALL = ModelConfig(vocab_size=32000, d_model=16, n_layers=1, n_heads=2, d_head=8, d_ff=32,

@@ -11,9 +11,9 @@ import gin
 
 from hire_cli import errors, paths
 from hire_cli.lib import data, optimizer, sharding
-from hire_cli.runs import bench, evaluate, generate, train
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
+from hire_cli.runs import bench, evaluate, generate, train
 
 CONFIGS_DIR = paths.REPO_ROOT / "configs"
 DEFAULT_EXPERIMENT = "configs/experiments/tiny_dense.gin"

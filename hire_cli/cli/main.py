@@ -73,8 +73,9 @@ def usage(command: str | None = None) -> str:
 def execute(command: str, gin_files=None, gin_bindings=None) -> int:
   """Runs one command; bad input prints one line to stderr and returns 2 (no traceback)."""
   import gin
+
   from hire_cli import errors
-  from hire_cli.cli import gin_utils# heavy imports after flag parsing
+  from hire_cli.cli import gin_utils  # heavy imports after flag parsing
 
   try:
     gin_utils.parse(gin_files, gin_bindings)

@@ -11,8 +11,8 @@ from absl import logging
 
 from hire_cli.lib import downstream_tasks, state
 from hire_cli.nn import loss, softmax
-from hire_cli.report import reporting
 from hire_cli.nn.config import ModelConfig
+from hire_cli.report import reporting
 
 
 def target_positions(weights_BxL, multiple: int = 8) -> np.ndarray:

@@ -6,8 +6,8 @@ batches an uninterrupted run would have seen, and each process reads only its ow
 """
 
 import dataclasses
-import os
 import hashlib
+import os
 import pathlib
 
 import numpy as np

@@ -263,40 +263,6 @@ def frozen_scores(h_BxD, tensors: dict):
                     preferred_element_type=jnp.float32)
 
 
-# ---------------------------------------------------------------------------------------------
-# Bytes of weights read per token and the distillation objective.
-
-
-def dense_bytes_per_token(n: int, d: int, weight_bytes: int = 2) -> int:
-  """Dense `W h` reads all of `W`: HIRE.md's `V d` bf16 words = `n d weight_bytes` bytes."""
-  return n * d * weight_bytes
-
-
-def bytes_per_token(kind: str, n: int, d: int, rank: int, bits: int, k_prime: int,
-                    weight_bytes: int = 2, group_size: int = 0, scale_bytes: int = 4) -> float:
-  """Bytes of weights one token reads: the approximator plus the `k'` exact rows of `W`.
-
-  HIRE.md section 1 counts bf16 words; times `weight_bytes` (2 for bf16) these are:
-    lr:   r (N + D) + k' D          -> r (n + d) wb + k' d wb
-    q:    N D b / 16 + k' D         -> n d b / 8 + scales + k' d wb
-    lr_q: (A quantized, B not)      -> n r b / 8 + scales + r d wb + k' d wb
-  Scales are one `scale_bytes` number per row (group_size=0) or per group of columns; HIRE.md
-  leaves them out. Activations and indices are not counted.
-  """
-  exact = k_prime * d * weight_bytes
-
-  def scales(cols):
-    return n * (cols // group_size if group_size else 1) * scale_bytes
-
-  if kind == "lr":
-    return rank * (n + d) * weight_bytes + exact
-  if kind == "q":
-    return n * d * bits / 8 + scales(d) + exact
-  if kind == "lr_q":
-    return n * rank * bits / 8 + scales(rank) + rank * d * weight_bytes + exact
-  raise errors.UserError(f"approximator kind {kind!r} is unknown; use one of {KINDS}")
-
-
 @jax.jit
 def distill_loss(approx_s_BxN, exact_s_BxN, temperature: float = 1.0):
   """Cross-entropy of softmax(approx / T) against softmax(stop_grad(exact) / T), float32 mean

@@ -324,31 +324,3 @@ def make_ffn(cfg: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Module:
   if cfg.hire_ffn is not None:
     return HiReFfn(cfg, rngs=rngs)
   return Ffn(cfg, rngs=rngs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Bytes of weights read.
-
-
-def ffn_bytes_per_token(cfg: ModelConfig, weight_bytes: int = 2) -> dict:
-  """Bytes of FFN weights read per token, one layer (HIRE.md section 2).
-
-  dense: `m F d`, m = 2 matrices (3 for swiglu). hire: the approximator (`approx.bytes_per_token`
-  with no exact rows) plus `m (k'_g + n_static) g d`. hire_batch: dynamic overlap, bytes per
-  decoding step for the whole batch whatever its size: the approximator once plus
-  `m (budget_g + n_static) g d`. All times `weight_bytes` (2 for bf16); a dense config has only
-  "dense". Activations and group ids are not counted.
-  """
-  m = 3 if cfg.activation == "swiglu" else 2
-  f, d, wb = cfg.d_ff, cfg.d_model, weight_bytes
-  out = {"dense": m * f * d * wb}
-  if cfg.hire_ffn is None:
-    return out
-  s, h = ffn_sizes(cfg), cfg.hire_ffn
-  a = h.approx
-  approx_bytes = approx.bytes_per_token(a.kind, f, d, a.rank, a.bits, 0, wb, a.group_size)
-  block = m * h.group_size * d * wb
-  out["approx"] = approx_bytes
-  out["hire"] = approx_bytes + (s.k_prime_g + s.n_static) * block
-  out["hire_batch"] = approx_bytes + (s.budget_g + s.n_static) * block
-  return out

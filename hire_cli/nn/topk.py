@@ -11,7 +11,8 @@ import inspect
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from scipy.special import gammaln
 
 from hire_cli import errors

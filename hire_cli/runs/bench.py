@@ -22,9 +22,9 @@ import numpy as np
 from hire_cli import errors
 from hire_cli.evals import latency, topk_bench
 from hire_cli.lib import checkpoint, sharding, state
-from hire_cli.nn import approx, decode, ffn
-from hire_cli.report import reporting
+from hire_cli.nn import approx, cost, decode
 from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
+from hire_cli.report import reporting
 
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
 # Dynamic overlap (one shared FFN candidate set per decoding batch): timed when a batch > 1.
@@ -57,29 +57,6 @@ def _subset(params, like):
   if isinstance(like, dict):
     return {k: _subset(params[k], v) for k, v in like.items()}
   return params
-
-
-def weight_bytes_per_step(cfg: ModelConfig, batch: int) -> float:
-  """Bytes of weights one decode step reads (the batch shares them)."""
-  wb = jnp.dtype(cfg.param_dtype).itemsize
-  d, v = cfg.d_model, cfg.vocab_size
-  attn = 4 * d * cfg.n_heads * cfg.d_head * wb
-  f = ffn.ffn_bytes_per_token(cfg, wb)
-  if cfg.hire_ffn is None:
-    ffn_b = f["dense"]
-  elif cfg.hire_ffn.dynamic_overlap:
-    ffn_b = f["hire_batch"]
-  else:
-    ffn_b = f["approx"] + batch * (f["hire"] - f["approx"])  # each token its own groups
-  norms = (2 * cfg.n_layers + 1) * d * wb
-  embed_rows = batch * d * wb
-  if cfg.hire_softmax is None:
-    head = v * d * wb
-  else:
-    a, kp = cfg.hire_softmax.approx, cfg.hire_softmax.k_prime
-    lr_part = approx.bytes_per_token(a.kind, v, d, a.rank, a.bits, 0, wb, a.group_size)
-    head = lr_part + batch * kp * d * wb
-  return cfg.n_layers * (attn + ffn_b) + norms + embed_rows + head
 
 
 def _best_seconds(f, x, repeats: int) -> float:
@@ -170,7 +147,7 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
       for v in variants:
         cfg = runners[v][0]
         ms = statistics.median(times[v])
-        nbytes = weight_bytes_per_step(cfg, b)
+        nbytes = cost.weight_bytes_per_step(cfg, b)
         prefill_ms = statistics.median(prefill[v][1:])
         case = {"variant": v, "batch": b, "context": ctx, "ms_per_token": ms,
                 "prefill_ms": prefill_ms, "prefill_tokens_per_s": b * ctx * 1e3 / prefill_ms,
@@ -180,7 +157,7 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
                 "achieved_gbs": nbytes / ms / 1e6, "bandwidth_fraction": nbytes / ms / 1e6 /
                 bandwidth}
         if dense_ms is not None:
-          dense_bytes = weight_bytes_per_step(runners["dense"][0], b)
+          dense_bytes = cost.weight_bytes_per_step(runners["dense"][0], b)
           case["speedup"] = dense_ms / ms
           case["roofline_speedup"] = dense_bytes / nbytes
           # The aim's measure: speedup / roofline speedup. Stricter, the fraction of the possible

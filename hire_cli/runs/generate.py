@@ -10,8 +10,8 @@ import numpy as np
 from hire_cli import errors
 from hire_cli.lib import checkpoint, data, sharding, tasks
 from hire_cli.nn import decode, ffn
-from hire_cli.report import reporting
 from hire_cli.nn.config import ModelConfig
+from hire_cli.report import reporting
 
 
 def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,

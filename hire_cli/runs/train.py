@@ -12,8 +12,8 @@ from hire_cli import errors
 from hire_cli.evals import metrics as val_metrics
 from hire_cli.lib import checkpoint, data, optimizer, sharding, state
 from hire_cli.nn import loss
-from hire_cli.report import reporting
 from hire_cli.nn.config import ModelConfig
+from hire_cli.report import reporting
 
 
 def make_train_step(setup: state.Setup):
