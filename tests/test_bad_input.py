@@ -8,7 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from hire_cli import paths
-from hire_cli.cli import main
+from hire_cli.cli import runner
 
 TINY = ["ModelConfig.d_model = 16", "ModelConfig.n_layers = 1", "ModelConfig.d_ff = 32",
         "BATCH_SIZE = 2", "EVAL_EVERY = 0"]
@@ -20,7 +20,7 @@ FFN = "configs/experiments/tiny_hire_ffn.gin"
 def trained(tmp_path_factory):
   """A tiny dense run with one checkpoint (step 2), the victim of the checkpoint cases."""
   run = tmp_path_factory.mktemp("trained")
-  assert main.execute("train", None, [*TINY, f"MODEL_DIR = '{run}'", "TRAIN_STEPS = 2"]) == 0
+  assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{run}'", "TRAIN_STEPS = 2"]) == 0
   return run
 
 
@@ -104,7 +104,7 @@ def test_bad_input(name, tmp_path, trained, capsys):
   command, files, bindings, fragment = _case(tmp_path, trained)[name]
   before = _snapshot(trained)
   capsys.readouterr()
-  assert main.execute(command, files, bindings) == 2
+  assert runner.execute(command, files, bindings) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith(f"hire {command}: error:"), err
   assert fragment in err[0], err[0]
@@ -121,7 +121,7 @@ def test_empty_dataset(tmp_path, monkeypatch, capsys):
   (tmp_path / "data" / "vocab" / "hire_32k.model").write_bytes(
       paths.default_vocab_path().read_bytes())
   monkeypatch.setenv("HIRE_DATA_DIR", str(tmp_path / "data"))
-  assert main.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
+  assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
   assert "is empty" in capsys.readouterr().err
 
 
@@ -131,7 +131,7 @@ def test_missing_dataset(tmp_path, monkeypatch, capsys):
   (tmp_path / "vocab" / "hire_32k.model").write_bytes(
       (paths.REPO_ROOT / "data" / "vocab" / "hire_32k.model").read_bytes())
   monkeypatch.setenv("HIRE_TFDS_DIR", str(tmp_path / "tfds"))
-  assert main.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
+  assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
   assert "corpus split(s)" in capsys.readouterr().err
 
 
@@ -146,7 +146,7 @@ def test_disk_full_while_saving(trained, monkeypatch, capsys, tmp_path):
     raise OSError(errno.ENOSPC, "No space left on device")
 
   monkeypatch.setattr(ocp.CheckpointManager, "save", full)
-  assert main.execute("train", None, [*TINY, f"MODEL_DIR = '{run}'", "TRAIN_STEPS = 4"]) == 2
+  assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{run}'", "TRAIN_STEPS = 4"]) == 2
   err = capsys.readouterr().err
   assert "No space left on device" in err and "resumes from step 2" in err
   assert _snapshot(run) == before

@@ -62,8 +62,8 @@ def test_eval_compare_two_runs(tmp_path):
     hire("eval", f"--gin_file={gin_file}", run, "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=2",
          "--gin.LATENCY_STEPS=2", *TINY, "--gin.ModelConfig.d_ff=64",
          "--gin.ffn/ApproxConfig.rank=4")
-  out = hire("eval", "--compare", str(tmp_path / "dense"), str(tmp_path / "hire_ffn"),
-             f"--compare_out={tmp_path / 'cmp'}").stdout
+  out = hire("compare", str(tmp_path / "dense"), str(tmp_path / "hire_ffn"),
+             f"--out={tmp_path / 'cmp'}").stdout
   header = out.splitlines()[0].split()
   assert header == ["metric", "dense", "hire_ffn", "hire_ffn", "-", "dense"], out
   table = json.loads((tmp_path / "cmp.json").read_text())
@@ -74,8 +74,10 @@ def test_eval_compare_two_runs(tmp_path):
   md = (tmp_path / "cmp.md").read_text()
   assert "| metric | dense | hire_ffn | hire_ffn - dense |" in md and "## Downstream" in md
 
+  # `hire eval --compare` is an alias; a run without metrics is one line and exit 2.
   proc = hire("eval", "--compare", str(tmp_path / "dense"), str(tmp_path / "nope"), check=False)
   assert proc.returncode == 2 and "nope/eval/metrics.json not found" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
   # Dense vs HiRE greedy text from the HiRE-FFN run, on the prompt and two validation passages.
   out = hire("generate", f"--gin_file={runs['hire_ffn']}", f"--gin.MODEL_DIR={tmp_path / 'hire_ffn'}",

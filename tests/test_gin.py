@@ -40,3 +40,22 @@ def test_required_macro_unset_is_a_user_error():
   gin_utils.parse(["configs/models/tiny.gin", "configs/runs/pretrain.gin"], [])
   with pytest.raises(errors.UserError, match="MODEL_DIR|model_dir|REQUIRED"):
     gin_utils.call("train")
+
+
+def test_misspelled_macro_is_refused_with_a_suggestion():
+  with pytest.raises(errors.UserError, match="TRAIN_STEPZ .*did you mean TRAIN_STEPS"):
+    gin_utils.parse(None, ["TRAIN_STEPZ = 2"])
+
+
+def test_macro_that_nothing_reads_in_a_file_is_refused(tmp_path):
+  exp = tmp_path / "exp.gin"
+  exp.write_text("include 'configs/models/tiny.gin'\nMODEL_DIR = '/tmp/x'\nWARMUP = 5\n")
+  with pytest.raises(errors.UserError, match="WARMUP is set but no setting reads it"):
+    gin_utils.parse([str(exp)], [])
+
+
+def test_run_files_are_included_by_the_cli():
+  """An experiment names a model and what differs; every run's settings come with it."""
+  gin_utils.parse(["configs/experiments/tiny_hire.gin"], [])
+  assert gin.query_parameter("%TRAIN_STEPS") == 300  # the experiment's value wins
+  assert gin.query_parameter("%DECODE_STEPS") == 32  # configs/runs/bench_latency.gin

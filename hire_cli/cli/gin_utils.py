@@ -50,16 +50,45 @@ def _resolve(path: str) -> str:
   raise errors.UserError(f"gin file {path} not found{hint}")
 
 
+# Every command reads the same experiment file, so all run files are included (train, eval,
+# bench and generate settings side by side); an experiment is a model + a variant + what differs.
+RUN_FILES = ("configs/runs/common.gin", "configs/runs/pretrain.gin", "configs/runs/eval.gin",
+             "configs/runs/bench_latency.gin", "configs/runs/generate.gin")
+
+
 def parse(gin_files: list[str] | None, bindings: list[str] | None) -> None:
-  """Parses gin files (later wins) then bindings; no file means the embedded default."""
+  """Parses the run files, the gin files (later wins), then bindings; no file means the
+  embedded default. A macro that nothing reads (a misspelling) is an error."""
   register()
   gin.clear_config()
   gin.add_config_file_search_path(str(paths.REPO_ROOT))
-  files = [_resolve(f) for f in (gin_files or [DEFAULT_EXPERIMENT])]
+  files = [_resolve(f) for f in (*RUN_FILES, *(gin_files or [DEFAULT_EXPERIMENT]))]
   try:
     gin.parse_config_files_and_bindings(files, bindings or [], finalize_config=False)
   except (ValueError, KeyError, SyntaxError, IOError) as e:
     raise errors.UserError(f"bad gin config: {_one_line(e)}") from None
+  _check_macros_read()
+
+
+def _macro_names() -> tuple[set, set]:
+  """(macros set, macros some binding or macro reads), from gin's parsed config."""
+  cfg = gin.config._CONFIG  # gin has no public listing of bound macros
+  macro_fn = gin.config.macro
+  bound = {scope for scope, selector in cfg
+           if gin.config._REGISTRY[selector].wrapped == macro_fn}
+  read = {ref.scoped_selector.split("/")[0] for ref in gin.config.iterate_references(
+      cfg, to=gin.get_configurable(macro_fn))}
+  return bound, read
+
+
+def _check_macros_read() -> None:
+  bound, read = _macro_names()
+  unread = sorted(bound - read)
+  if unread:
+    name = unread[0]
+    close = difflib.get_close_matches(name, sorted(read), n=2, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}?" if close else "see `hire --help` and configs/runs/"
+    raise errors.UserError(f"gin macro {name} is set but no setting reads it; {hint}")
 
 
 REQUIRED_MACROS = ("MODEL_DIR", "MODEL")

@@ -2,7 +2,7 @@
 
 Trains the four variants of one model size on the shipped corpus with the same seed, steps and
 data order (`hire train`, resumable: a finished run is not retrained), evaluates each (`hire
-eval`), compares them (`hire eval --compare`), times all four on the HiRE run's weights (`hire
+eval`), compares them (`hire compare`), times all four on the HiRE run's weights (`hire
 bench-latency`) and writes a markdown results page with the training curves.
 
   python -m hire_cli.runs.quality                  # small, 300 steps (~90 min on 2 CPU cores)
@@ -65,8 +65,8 @@ def main(argv) -> None:
       continue
     hire("eval", f"--gin_file=configs/experiments/{size}_{v}.gin", f"--gin.MODEL_DIR={root / v}",
          f"--gin.DOWNSTREAM_LIMIT={limit}", *(QUICK_EVAL if quick else ()))
-  hire("eval", "--compare", *[str(root / v) for v in VARIANTS],
-       f"--compare_out={root / 'comparison'}")
+  hire("compare", *[str(root / v) for v in VARIANTS],
+       f"--out={root / 'comparison'}")
   hire("bench-latency", f"--gin_file=configs/experiments/{size}_hire.gin",
        f"--gin.MODEL_DIR={root / 'hire'}", f"--gin.BENCH_VARIANTS={list(VARIANTS)}")
   command = "make quality" + (" QUICK=1" if quick else "")
