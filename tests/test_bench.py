@@ -5,7 +5,7 @@ import pytest
 
 from hire_cli import errors
 from hire_cli.lib import sharding
-from hire_cli.nn import cost
+from hire_cli.nn import config, cost
 from hire_cli.nn.config import ModelConfig
 from hire_cli.runs import bench
 
@@ -62,3 +62,16 @@ def test_overlap_variants_share_one_candidate_set():
                     cost.weight_bytes_per_step(cfgs[v], 1))
   assert grow("hire_ffn") > grow("hire_ffn_overlap")
 
+
+
+def test_unconfigured_variants_are_sized_to_the_model():
+  cfgs = bench.variant_configs(TINY, ["hire"])
+  assert cfgs["hire"].hire_softmax == config.default_hire_softmax(TINY)
+  assert cfgs["hire"].hire_ffn == config.default_hire_ffn(TINY)
+  assert cfgs["hire"].hire_softmax.approx.rank == 8  # D/16 = 2, raised to 8
+  small_v = dataclasses.replace(TINY, vocab_size=100)
+  assert config.default_hire_softmax(small_v).k_prime == 100  # k' <= V
+  # A run's own HiRE layers are kept.
+  own = dataclasses.replace(TINY, hire_ffn=dataclasses.replace(
+      config.default_hire_ffn(TINY), n_static=1))
+  assert bench.variant_configs(own, ["hire_ffn"])["hire_ffn"].hire_ffn.n_static == 1

@@ -45,11 +45,12 @@ def test_hire_per_step_agreement_is_one_only_when_recall_is(tiny_cfg):
   full = cfg(tiny_cfg.vocab_size, 4.0)  # k_g = 4 of 16 groups, k'_g = 16
   graphdef, params = state.init_params(full, 1, _mesh())
   prompt = _prompt(full)
-  dense_BxT = decode.greedy(graphdef, params, full, prompt, 10, hire=False)
-  forced = decode.teacher_forced_greedy(graphdef, params, full, prompt, dense_BxT, hire=True)
+  dense_BxT = decode.greedy(graphdef, params, full, prompt, 10, served=False)
+  forced = decode.teacher_forced_greedy(graphdef, params, full, prompt, dense_BxT, served=True)
   np.testing.assert_array_equal(forced, dense_BxT)
 
   small = cfg(2, 1.0)
   graphdef_s, _ = state.init_params(small, 1, _mesh())
-  forced_s = decode.teacher_forced_greedy(graphdef_s, params, small, prompt, dense_BxT, hire=True)
+  forced_s = decode.teacher_forced_greedy(graphdef_s, params, small, prompt, dense_BxT,
+                                          served=True)
   assert np.mean(np.asarray(forced_s) == np.asarray(dense_BxT)) < 1.0

@@ -10,28 +10,49 @@ import pytest
 from flax import nnx
 
 from hire_cli import errors
-from hire_cli.nn import cost, ffn
+from hire_cli.nn import cost, ffn, ffn_groups
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReFfnConfig, ModelConfig
 
 D, F, G_SIZE = 16, 64, 4  # G = 16 groups
 
 
-def _cfg(activation="relu", **hire):
+def _hire(**hire):
   kw = dict(approx=ApproxConfig(rank=4), group_size=G_SIZE, k_fraction=0.25, k_prime_factor=1.5,
             n_static=2)  # k_g = 4, k'_g = 6, budget = 12
   kw.update(hire)
+  return HiReFfnConfig(**kw)
+
+
+def _cfg(activation="relu", **hire):
   return ModelConfig(vocab_size=97, d_model=D, n_layers=2, n_heads=2, d_head=8, d_ff=F,
-                     max_len=32, activation=activation, hire_ffn=HiReFfnConfig(**kw))
+                     max_len=32, activation=activation, hire_ffn=_hire(**hire))
 
 
 def _x(shape, seed=0):
   return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, np.float32))
 
 
-@nnx.jit(static_argnames=("hire",))
-def _call(m, x, hire=False):
-  return m(x, hire=hire)
+@nnx.jit
+def _call(m, x):
+  return m(x)
+
+
+@nnx.jit
+def _served(m, x):
+  return m.served(x)
+
+
+@nnx.jit
+def _with_aux(m, x):
+  """(y, the one `hire_aux` {"loss", "metrics"} that `with_aux` sowed)."""
+  y, sown = nnx.capture(m.with_aux, nnx.Intermediate)(x)
+  (aux,) = sown["hire_aux"].get_value()
+  return y, aux
+
+
+def _recall(m, x):
+  return float(_with_aux(m, x)[1]["metrics"]["recall@k"])
 
 
 @nnx.jit(static_argnames=("shared",))
@@ -77,9 +98,8 @@ def test_all_candidates_is_exactly_the_topk_ffn(activation, shared):
   assert m.sizes.k_prime_g == m.sizes.budget_g == m.sizes.dynamic
   m.dynamic_overlap = shared
   x = _x((3, 4, D), seed=1)
-  want = _call(m, x, hire=False)
-  nnx.pop(m, nnx.Intermediate)
-  np.testing.assert_allclose(_call(m, x, hire=True), want, atol=1e-5)
+  want = _call(m, x)
+  np.testing.assert_allclose(_served(m, x), want, atol=1e-5)
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -89,7 +109,7 @@ def test_looped_and_batched_exact_steps_agree(monkeypatch, shared):
   x = _x((3, 4, D), seed=5)
   got = {}
   for looped in (True, False):
-    monkeypatch.setattr(ffn, "one_set_at_a_time", lambda looped=looped: looped)
+    monkeypatch.setattr(ffn_groups, "one_set_at_a_time", lambda looped=looped: looped)
     got[looped] = jax.tree.map(np.asarray, m.inference_groups(x, shared=shared))
   np.testing.assert_allclose(got[True]["y"], got[False]["y"], atol=1e-5)
   np.testing.assert_array_equal(got[True]["kept"], got[False]["kept"])
@@ -98,26 +118,21 @@ def test_looped_and_batched_exact_steps_agree(monkeypatch, shared):
 def test_small_k_prime_is_not_secretly_exact():
   m = ffn.HiReFfn(_cfg(k_prime_factor=1.0), rngs=nnx.Rngs(2))  # random approximator, k'_g = k_g
   x = _x((4, 8, D), seed=2)
-  exact = _call(m, x, hire=False)
-  aux = nnx.pop(m, nnx.Intermediate)["hire_aux"].get_value()
-  assert len(aux) == 1
-  r = float(aux[0]["metrics"]["recall@k"])
+  exact, aux = _with_aux(m, x)
+  np.testing.assert_array_equal(exact, _call(m, x))  # sowing the objective changes nothing
+  r = float(aux["metrics"]["recall@k"])
   assert 0.0 <= r < 1.0
-  assert float(aux[0]["loss"]) > 0
-  assert np.abs(_np(_call(m, x, hire=True)) - _np(exact)).max() > 1e-3
+  assert float(aux["loss"]) > 0
+  assert np.abs(_np(_served(m, x)) - _np(exact)).max() > 1e-3
 
 
 def test_post_hoc_svd_init_raises_recall():
   m = ffn.HiReFfn(_cfg(approx=ApproxConfig(rank=12)), rngs=nnx.Rngs(3))
   x = _x((4, 8, D), seed=3)
 
-  def recall():
-    _call(m, x)
-    return float(nnx.pop(m, nnx.Intermediate)["hire_aux"].get_value()[0]["metrics"]["recall@k"])
-
-  before = recall()
+  before = _recall(m, x)
   m.init_from_weights()
-  after = recall()
+  after = _recall(m, x)
   assert after > before and after > 0.8, (before, after)
 
 
@@ -129,16 +144,11 @@ def test_quantized_approximator_follows_w_in_and_stays_approximate():
   assert not jax.tree.leaves(nnx.state(m.approx, nnx.Param))
   x = _x((8, 16, D), seed=4)
 
-  def recall():
-    _call(m, x)
-    return float(nnx.pop(m, nnx.Intermediate)["hire_aux"].get_value()[0]["metrics"]["recall@k"])
-
-  first = recall()
+  first = _recall(m, x)
   m.w_in[...] = -m.w_in[...][::-1]  # another W_in: the quantized copy follows it
-  second = recall()
+  second = _recall(m, x)
   lr = ffn.HiReFfn(_cfg(k_prime_factor=1.0), rngs=nnx.Rngs(4))  # untrained rank-4 LR
-  _call(lr, x)
-  lr_recall = float(nnx.pop(lr, nnx.Intermediate)["hire_aux"].get_value()[0]["metrics"]["recall@k"])
+  lr_recall = _recall(lr, x)
   assert 0.8 < first < 1.0 and 0.8 < second < 1.0, (first, second)
   assert first > lr_recall + 0.2, (first, lr_recall)
 
@@ -162,11 +172,10 @@ def test_dynamic_overlap_bounds_bytes_as_batch_grows():
     unions.append(len(static | set(per_token[:b].ravel())))
   assert unions == sorted(unions) and unions[-1] > unions[0], unions
   assert unions[-1] > s.n_static + s.budget_g, unions  # per-token sets outgrow the budget
-  # `shared_forward` (B x D) and the flag route to the same computation.
-  want = _groups(m, x[:16], shared=True)["y"][:, 0]
-  np.testing.assert_allclose(jax.jit(m.shared_forward)(x[:16, 0]), want, atol=1e-6)
+  # The served path of 16 tokens decoding together (B x 1 x D) is that shared computation.
+  want = _groups(m, x[:16], shared=True)["y"]
   m.dynamic_overlap = True
-  np.testing.assert_allclose(_call(m, x[:16], hire=True)[:, 0], want, atol=1e-6)
+  np.testing.assert_allclose(_served(m, x[:16]), want, atol=1e-6)
 
 
 @pytest.mark.parametrize("score", ["l2", "sum"])
@@ -190,14 +199,14 @@ def test_approximator_loss_never_moves_the_model(activation):
   graphdef, params, rest = nnx.split(m, nnx.Param, ...)
   x = _x((2, 6, D), seed=6)
 
+  def with_aux(params, x):
+    return nnx.capture(nnx.merge(graphdef, params, rest).with_aux, nnx.Intermediate)(x)
+
   def sown_loss(params, x):
-    mm = nnx.merge(graphdef, params, rest)
-    mm(x)
-    return nnx.pop(mm, nnx.Intermediate)["hire_aux"].get_value()[0]["loss"]
+    return with_aux(params, x)[1]["hire_aux"].get_value()[0]["loss"]
 
   def out_sum(params, x):
-    mm = nnx.merge(graphdef, params, rest)
-    return jnp.sum(mm(x) ** 2)
+    return jnp.sum(with_aux(params, x)[0] ** 2)
 
   g_params, g_x = jax.jit(jax.grad(sown_loss, argnums=(0, 1)))(params, x)
   model_weights = ["w_in", "w_out"] + (["w_gate"] if activation == "swiglu" else [])
@@ -224,7 +233,15 @@ def test_approximator_loss_never_moves_the_model(activation):
 ])
 def test_bad_configs_are_user_errors(hire, match):
   with pytest.raises(errors.UserError, match=match):
-    ffn.HiReFfn(_cfg(**hire), rngs=nnx.Rngs(0))
+    _hire(**hire).validate(F, D)
+  with pytest.raises(errors.UserError, match=match):  # the model checks it when built
+    _cfg(**hire)
+
+
+def test_validate_accepts_the_test_config_and_sizes_follow():
+  _hire().validate(F, D)
+  assert ffn.ffn_sizes(_cfg()) == ffn.FfnSizes(groups=16, k_g=4, k_prime_g=6, n_static=2,
+                                               budget_g=12)
 
 
 def test_make_ffn_picks_the_layer():
@@ -252,10 +269,11 @@ def test_transformer_with_hire_ffn_sows_one_aux_per_layer():
   cfg = _cfg()
   model = Transformer(cfg, rngs=nnx.Rngs(0))
   tokens = jnp.ones((2, 5), jnp.int32)
-  fwd = nnx.jit(lambda m, t, hire: m(t, hire=hire)[0], static_argnums=2)
-  h = fwd(model, tokens, False)
-  aux = [v.get_value() for _, v in nnx.to_flat_state(nnx.pop(model, nnx.Intermediate))]
+  logits, sown = nnx.jit(lambda m, t: m.logits_with_aux(t))(model, tokens)
+  aux = [v.get_value() for _, v in nnx.to_flat_state(sown)]
   assert len(aux) == cfg.n_layers and all(len(a) == 1 for a in aux)
-  h_hire = fwd(model, tokens, True)
-  assert h_hire.shape == h.shape and np.isfinite(_np(h_hire)).all()
-  assert not jax.tree.leaves(nnx.state(model, nnx.Intermediate))  # hire=True sows nothing
+  h = nnx.jit(lambda m, t: m(t)[0])(model, tokens)
+  np.testing.assert_allclose(model.logits(h), logits, atol=1e-6)  # the model as trained
+  h_served = nnx.jit(lambda m, t: m.served(t)[0])(model, tokens)
+  assert h_served.shape == h.shape and np.isfinite(_np(h_served)).all()
+  assert not jax.tree.leaves(nnx.state(model, nnx.Intermediate))  # no forward leaves state

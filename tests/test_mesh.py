@@ -1,14 +1,6 @@
 """Sharded training on a 2x4 (data x model) mesh of 8 CPU devices: same numbers as one device,
 parameters really split, checkpoints saved and restored sharded."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
 _MESH_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
@@ -38,13 +30,15 @@ _, one, out["loss_1x1"] = run(sharding.MeshConfig(1, 1), jax.devices()[:1])
 mesh, st, out["loss_2x4"] = run(sharding.MeshConfig(2, 4), jax.devices())
 out["mesh"] = dict(mesh.shape)
 one_np, st_np = jax.device_get(one), jax.device_get(st)
-out["max_param_diff"] = max(float(np.abs(a - b).max()) for a, b in
-                            zip(jax.tree.leaves(one_np["params"]), jax.tree.leaves(st_np["params"])))
+out["max_param_diff"] = max(
+    float(np.abs(a - b).max())
+    for a, b in zip(jax.tree.leaves(one_np["params"]), jax.tree.leaves(st_np["params"])))
 out["max_opt_diff"] = max(float(np.abs(a - b).max()) for a, b in
                           zip(jax.tree.leaves(one_np["opt"]), jax.tree.leaves(st_np["opt"])))
 
 p = st["params"]
-shards = {"head/w": p["head"]["w"], "embed": p["embed"], "ffn/w_in": p["blocks"][0]["ffn"]["w_in"],
+shards = {"head/w": p["head"]["w"], "embed": p["embed"],
+          "ffn/w_in": p["blocks"][0]["ffn"]["w_in"],
           "attn/w_qkv": p["blocks"][0]["attn"]["w_qkv"], "norm": p["final_norm"]["scale"]}
 out["specs"] = {k: [a for a in v.sharding.spec] for k, v in shards.items()}
 out["shard_shapes"] = {k: [list(v.shape), list(v.addressable_shards[0].data.shape)]
@@ -68,15 +62,8 @@ print("RESULT" + json.dumps(out))
 """
 
 
-def test_2x4_mesh_matches_one_device_and_checkpoints_sharded(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                        " --xla_force_host_platform_device_count=8").strip())
-  proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path)], env=env, cwd=REPO,
-                        capture_output=True, text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
-  out = json.loads(line[len("RESULT"):])
+def test_2x4_mesh_matches_one_device_and_checkpoints_sharded(tmp_path, cpu_devices):
+  out = cpu_devices.run(_MESH_SCRIPT, str(tmp_path))
   assert out["mesh"] == {"data": 2, "model": 4}
   assert abs(out["loss_1x1"] - out["loss_2x4"]) < 1e-5, out
   assert out["max_param_diff"] < 1e-4 and out["max_opt_diff"] < 1e-4, out

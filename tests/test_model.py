@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from hire_cli.lib import state
+from hire_cli.nn import config
 from hire_cli.nn.model import Transformer, init_cache, write_cache
 
 
@@ -76,3 +77,12 @@ def test_bad_activation_is_a_user_error(tiny_cfg):
   from hire_cli import errors
   with pytest.raises(errors.UserError, match="activation"):
     dataclasses.replace(tiny_cfg, activation="tanh")
+
+
+@pytest.mark.parametrize("softmax,ffn,has_hire", [
+    (False, False, False), (True, False, True), (False, True, True), (True, True, True)])
+def test_has_hire_for_the_four_variants(tiny_cfg, softmax, ffn, has_hire):
+  cfg = dataclasses.replace(
+      tiny_cfg, hire_softmax=config.default_hire_softmax(tiny_cfg) if softmax else None,
+      hire_ffn=config.default_hire_ffn(tiny_cfg) if ffn else None)
+  assert cfg.has_hire is has_hire

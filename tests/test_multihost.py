@@ -1,7 +1,6 @@
 """`hire train` as two processes (jax.distributed over localhost, gloo collectives on CPU) gives
 the same run as one process with the same four devices."""
 
-import os
 import pathlib
 import re
 import socket
@@ -32,9 +31,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(model_dir, devices, log, extra=()):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO),
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+def _start(env, model_dir, log, extra=()):
+  """`hire train` in the background with `env` (cpu_devices.env(n)); output goes to log.*."""
   with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
     return subprocess.Popen(
         [sys.executable, "-m", "hire_cli.cli.main", "train", f"--gin.MODEL_DIR={model_dir}", *ARGS,
@@ -68,15 +66,16 @@ def _final_loss(stdout: str) -> float:
   return float(m.group(1))
 
 
-def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
+def test_two_processes_match_one_process_with_the_same_devices(tmp_path, cpu_devices):
   multi, single = tmp_path / "multi", tmp_path / "single"
   port = _free_port()
   logs = [tmp_path / f"proc{i}" for i in range(2)]
-  procs = [_start(multi, 2, logs[i], [f"--coordinator_address=127.0.0.1:{port}",
+  procs = [_start(cpu_devices.env(2), multi, logs[i], [f"--coordinator_address=127.0.0.1:{port}",
                                       "--num_processes=2", f"--process_id={i}"])
            for i in range(2)]
   out0, out1 = _wait_all(procs, logs)
-  (alone,) = _wait_all([_start(single, 4, tmp_path / "single")], [tmp_path / "single"])
+  (alone,) = _wait_all([_start(cpu_devices.env(4), single, tmp_path / "single")],
+                       [tmp_path / "single"])
 
   # Only process 0 reports; both runs see the same global batches, so the losses agree.
   assert "Finished" not in out1 and "Starting from scratch" not in out1

@@ -10,25 +10,25 @@ import time
 import jax
 import numpy as np
 
-from hire_cli.lib import sharding
-from tests.test_train import MESH, SMALL, _params, _run
+from hire_cli.lib import checkpoint, sharding
+from hire_cli.nn.config import ModelConfig
 
 
-def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
+def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, capsys, small_run):
   straight, damaged = tmp_path / "straight", tmp_path / "damaged"
-  _run(straight, 6)
+  small_run.train(straight, 6)
   shutil.copytree(straight, damaged)
   shutil.rmtree(damaged / "checkpoints" / "6")
   for f in (damaged / "checkpoints" / "4").rglob("*"):
     if f.is_file() and f.stat().st_size > 0:
       f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])  # a partially written save
   capsys.readouterr()
-  _run(damaged, 6)
+  small_run.train(damaged, 6)
   out = capsys.readouterr().out
   assert "checkpoints/4 is damaged" in out, out
   assert "Resuming from checkpoint at step 2" in out
-  _, _, a = _params(straight)
-  _, _, b = _params(damaged)
+  _, _, a = small_run.params(straight)
+  _, _, b = small_run.params(damaged)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -79,10 +79,10 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(tmp_path):
   proc.wait(timeout=60)
   out = subprocess.run(args, env=env, check=True, capture_output=True, text=True, timeout=300)
   assert "Resuming from checkpoint at step" in out.stdout, out.stdout
-  cfg = SMALL.__class__(**{**SMALL.__dict__, "d_model": 16, "n_layers": 1, "d_ff": 256,
-                           "n_heads": 2, "d_head": 32})
-  mesh = sharding.make_mesh(MESH)
-  from hire_cli.lib import checkpoint
+  # The model _cli_train trains: configs/models/tiny.gin with its overrides.
+  cfg = ModelConfig(vocab_size=32000, d_model=16, n_layers=1, n_heads=2, d_head=32, d_ff=256,
+                    max_len=128)
+  mesh = sharding.make_mesh(sharding.MeshConfig())
   _, _, a = checkpoint.restore_params(str(straight), cfg, mesh)
   _, _, b = checkpoint.restore_params(str(killed), cfg, mesh)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):

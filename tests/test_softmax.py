@@ -22,7 +22,7 @@ def test_full_candidate_set_returns_exactly_the_dense_top_k(tiny_cfg):
   cfg = _cfg(tiny_cfg, k_prime=tiny_cfg.vocab_size)
   model = Transformer(cfg, rngs=nnx.Rngs(0))
   h, _ = model(jax.random.randint(jax.random.key(0), (2, 6), 0, cfg.vocab_size))
-  values, ids, _ = model.head.hire_top_k(h)
+  values, ids, _ = model.head.served_top_k(h)
   want_values, want_ids = jax.lax.top_k(model.logits(h), cfg.hire_softmax.k)
   np.testing.assert_array_equal(ids, want_ids)
   np.testing.assert_allclose(values, want_values, rtol=1e-6, atol=1e-6)
@@ -33,13 +33,13 @@ def test_small_candidate_set_is_approximate(tiny_cfg):
   cfg = _cfg(tiny_cfg)
   model = Transformer(cfg, rngs=nnx.Rngs(0))
   h, _ = model(jax.random.randint(jax.random.key(0), (4, 16), 0, cfg.vocab_size))
-  _, ids, cand = model.head.hire_top_k(h)
+  _, ids, cand = model.head.served_top_k(h)
   _, want_ids = jax.lax.top_k(model.logits(h), cfg.hire_softmax.k)
   assert not np.array_equal(np.sort(ids, -1), np.sort(want_ids, -1))
   assert cand.shape[-1] == cfg.hire_softmax.k_prime
   # Whatever it returns is exact on the candidates: values equal the true logits of those ids.
   logits = np.asarray(model.logits(h))
-  values, ids, _ = model.head.hire_top_k(h)
+  values, ids, _ = model.head.served_top_k(h)
   np.testing.assert_allclose(values, np.take_along_axis(logits, np.asarray(ids), -1), atol=1e-5)
 
 
@@ -50,10 +50,8 @@ def test_approximator_loss_leaves_model_gradients_at_zero(tiny_cfg, kind):
   tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, cfg.vocab_size)
 
   def aux_loss(p):
-    model = state.bind(graphdef, p)
-    h, _ = model(tokens)
-    model.logits(h)
-    return loss.collect_aux(model)[0]
+    _, sown = state.bind(graphdef, p).logits_with_aux(tokens)
+    return loss.collect_aux(sown)[0]
 
   grads = jax.grad(aux_loss)(params)
   approx_g = grads["head"].pop("approx")
@@ -68,13 +66,13 @@ def test_greedy_decoding_matches_dense_when_recall_is_one(tiny_cfg):
   cfg = _cfg(tiny_cfg, k_prime=tiny_cfg.vocab_size)
   graphdef, params = state.init_params(cfg, 3, mesh)
   prompt = jax.random.randint(jax.random.key(2), (2, 5), 0, cfg.vocab_size)
-  dense = decode.greedy(graphdef, params, cfg, prompt, 12, hire=False)
-  hire = decode.greedy(graphdef, params, cfg, prompt, 12, hire=True)
+  dense = decode.greedy(graphdef, params, cfg, prompt, 12, served=False)
+  hire = decode.greedy(graphdef, params, cfg, prompt, 12, served=True)
   np.testing.assert_array_equal(dense, hire)
   # And with a tiny k' it diverges somewhere (the HiRE path really is taken).
   small = _cfg(tiny_cfg, k=1, k_prime=2)
   graphdef_s, _ = state.init_params(small, 3, mesh)
-  hire_small = decode.greedy(graphdef_s, params, small, prompt, 12, hire=True)
+  hire_small = decode.greedy(graphdef_s, params, small, prompt, 12, served=True)
   assert not np.array_equal(dense, hire_small)
 
 

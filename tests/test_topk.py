@@ -1,11 +1,6 @@
 """Top-k operators: exactness where promised, measured recall against the formula, DA-TOP-k."""
 
 import itertools
-import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +9,6 @@ import pytest
 
 from hire_cli import errors
 from hire_cli.nn import topk
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _normal(rows, n, seed=0):
@@ -185,15 +178,8 @@ print("RESULT" + json.dumps(out))
 """
 
 
-def test_da_top_k_on_eight_cpu_devices():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                        " --xla_force_host_platform_device_count=8").strip())
-  proc = subprocess.run([sys.executable, "-c", _DA_SCRIPT], env=env, cwd=REPO,
-                        capture_output=True, text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
-  out = json.loads(line[len("RESULT"):])
+def test_da_top_k_on_eight_cpu_devices(cpu_devices):
+  out = cpu_devices.run(_DA_SCRIPT)
   assert out["exact_idx"], "k_loc >= k must give the exact global top-k"
   assert out["gather_idx"], "gather_then_top_k must give the exact global top-k"
   assert out["batch_axis"]

@@ -1,17 +1,10 @@
 """Top-k microbenchmark: rows, recall against the plan's target, DA-TOP-k on 8 CPU devices."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
 from hire_cli import errors
 from hire_cli.evals import topk_bench
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 KEYS = {"op", "n", "k_prime", "ms", "recall", "expected_recall", "params", "devices"}
 TINY = dict(ns=(4096,), k_primes=(64,), repeats=2, warmup=1)
 
@@ -55,15 +48,8 @@ print("RESULT" + json.dumps({"rows": rows, "speedups": topk_bench.speedups(rows)
 """
 
 
-def test_da_top_k_rows_on_eight_cpu_devices():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                        " --xla_force_host_platform_device_count=8").strip())
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, cwd=REPO,
-                        capture_output=True, text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
-  out = json.loads(line[len("RESULT"):])
+def test_da_top_k_rows_on_eight_cpu_devices(cpu_devices):
+  out = cpu_devices.run(_SCRIPT)
   by = {r["op"]: r for r in out["rows"]}
   assert set(by) == {"exact", "two_stage", "approx_max_k", "da_top_k", "gather_then_top_k"}
   da, gather = by["da_top_k"], by["gather_then_top_k"]

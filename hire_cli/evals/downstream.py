@@ -10,7 +10,7 @@ import seqio
 from absl import logging
 
 from hire_cli.lib import downstream_tasks, state
-from hire_cli.nn import loss, softmax
+from hire_cli.nn import softmax
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import reporting
 
@@ -54,10 +54,10 @@ def make_score_fn(graphdef):
     logp_BxTxV = jax.nn.log_softmax(logits_BxTxV, -1)
     logp_BxT = jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], -1)[..., 0]
     out = {"": summarise(logp_BxT, jnp.argmax(logits_BxTxV, -1))}
-    if cfg.hire_softmax is None and cfg.hire_ffn is None:
+    if not cfg.has_hire:
       out["_hire"] = out[""]
     else:
-      hs_BxTxD = at_h(model(inputs_BxL, hire=True)[0])
+      hs_BxTxD = at_h(model.served(inputs_BxL)[0])
       served_BxTxV = model.logits(hs_BxTxD).astype(jnp.float32)
       if cfg.hire_softmax is not None:
         cand_BxTxKp = model.head.candidates(hs_BxTxD)
@@ -68,7 +68,6 @@ def make_score_fn(graphdef):
                                         targets_BxT[..., None], -1)[..., 0]
         top1_BxT = jnp.argmax(served_BxTxV, -1)
       out["_hire"] = summarise(slogp_BxT, top1_BxT)
-    loss.collect_aux(model)  # discard what the HiRE layers sowed
     return {s: {"ll": ll_B, "greedy": g_B, "n": n_B} for s, (ll_B, g_B) in out.items()}
 
   return score
@@ -131,7 +130,7 @@ def evaluate_downstream(graphdef, params, cfg: ModelConfig, *, data_dir: str = "
               for t in found)
   progress = _Progress(total)
   score_fn = seqio_score_fn(graphdef, params, batch_size, progress)
-  has_hire = cfg.hire_softmax is not None or cfg.hire_ffn is not None
+  has_hire = cfg.has_hire
   metrics = {}
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)  # seqio warns per task that the lengths exceed the data

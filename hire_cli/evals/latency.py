@@ -35,6 +35,23 @@ def time_decode(runner, prompt_BxL, warmup: int, steps: int) -> tuple[float, lis
   return prefill_ms, out
 
 
+def time_interleaved(runners: dict, prompt_BxL, warmup: int, steps: int, repeats: int,
+                     on_done=None) -> dict:
+  """{variant: ([ms of each timed step], [ms of each warm prefill])} over `repeats` + 1 rounds
+  that each cycle through every variant, so that drift hits all alike; the first round compiles
+  the prefill, so its prefill time is dropped. `on_done(variant)` after each variant's turn."""
+  out = {v: ([], []) for v in runners}
+  for r in range(repeats + 1):
+    for v, runner in runners.items():
+      prefill_ms, step_ms = time_decode(runner, prompt_BxL, warmup, steps)
+      out[v][0].extend(step_ms)
+      if r:
+        out[v][1].append(prefill_ms)
+      if on_done is not None:
+        on_done(v)
+  return out
+
+
 def decode_latency(graphdef, params, cfg: ModelConfig, steps: int = 16, context: int = 32,
                    warmup: int = 3, seed: int = 0) -> dict:
   """Median ms per decode step at batch 1: `latency/ms_per_token` (the exact path) and, for
@@ -42,11 +59,11 @@ def decode_latency(graphdef, params, cfg: ModelConfig, steps: int = 16, context:
   context = max(1, min(context, cfg.max_len - warmup - steps))
   prompt = jnp.asarray(np.random.default_rng(seed).integers(3, cfg.vocab_size, (1, context)),
                        jnp.int32)
-  has_hire = cfg.hire_softmax is not None or cfg.hire_ffn is not None
+  has_hire = cfg.has_hire
   out = {}
-  for hire in ((False, True) if has_hire else (False,)):
-    runner = (cfg, params, *decode.prefill_and_step(graphdef, hire=hire))
-    out["latency/ms_per_token" + ("_hire" if hire else "")] = statistics.median(
+  for served in ((False, True) if has_hire else (False,)):
+    runner = (cfg, params, *decode.prefill_and_step(graphdef, served=served))
+    out["latency/ms_per_token" + ("_hire" if served else "")] = statistics.median(
         time_decode(runner, prompt, warmup, steps)[1])
   if has_hire:
     out["latency/speedup_hire"] = out["latency/ms_per_token"] / out["latency/ms_per_token_hire"]

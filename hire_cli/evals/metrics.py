@@ -17,18 +17,16 @@ def make_eval_fn(graphdef, ks=(1, 8, 32)):
   @jax.jit
   def eval_fn(params, inputs_BxL, targets_BxL):
     model = state.bind(graphdef, params)
-    h_BxLxD, _ = model(inputs_BxL)
-    exact_BxLxV = model.logits(h_BxLxD)
+    exact_BxLxV, sown = model.logits_with_aux(inputs_BxL)
     out = {"loss": loss.cross_entropy(exact_BxLxV, targets_BxL)[0]}
-    _, aux = loss.collect_aux(model)
+    _, aux = loss.collect_aux(sown)
     out.update({k: v for k, v in aux.items() if k.startswith("recall/ffn")})
     cfg = model.cfg
-    if cfg.hire_softmax is None and cfg.hire_ffn is None:
+    if not cfg.has_hire:
       return out
     exact_top1_BxL = jnp.argmax(exact_BxLxV, -1)
-    hs_BxLxD, _ = model(inputs_BxL, hire=True)  # FFN layers on their predicted groups
+    hs_BxLxD, _ = model.served(inputs_BxL)  # FFN layers on their predicted groups
     served_BxLxV = model.logits(hs_BxLxD)
-    loss.collect_aux(model)  # discard what the served pass sowed
     if cfg.hire_ffn is not None:
       out["top1_agreement/ffn"] = jnp.mean(jnp.argmax(served_BxLxV, -1) == exact_top1_BxL)
     if cfg.hire_softmax is not None:

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from hire_cli.lib import data, sharding, state
-from hire_cli.nn import loss
 
 
 @functools.lru_cache(maxsize=None)
@@ -19,7 +18,6 @@ def _rank_fn(graphdef, k_max: int, kp_max: int):
     model = state.bind(graphdef, params)
     h_BxLxD, _ = model(inputs_BxL)
     exact_BxLxV = model.logits(h_BxLxD).astype(jnp.float32)
-    loss.collect_aux(model)
     true_BxLxK = jax.lax.top_k(exact_BxLxV, k_max)[1]
     approx_BxLxKp = jax.lax.top_k(model.head.approx_scores(h_BxLxD).astype(jnp.float32),
                                   kp_max)[1]

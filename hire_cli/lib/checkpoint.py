@@ -112,9 +112,7 @@ def check_compatible(meta: dict, model_cfg: ModelConfig, abstract_params, where:
     raise errors.UserError(
         f"checkpoint in {where} is from a different model ({pretty}); use a new MODEL_DIR or the "
         "config it was trained with")
-  if "param_shapes" not in meta:  # written before shapes were recorded
-    return
-  want, have = param_shapes(abstract_params), meta["param_shapes"]
+  want, have = param_shapes(abstract_params), meta.get("param_shapes", {})
   bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
   if bad:
     raise errors.UserError(

@@ -24,7 +24,7 @@ class ApproxConfig:
   """Which compressed copy of `W` predicts the candidates."""
 
   kind: str = "lr"  # lr: A (B h) | q: quantized W | lr_q: lr with A quantized
-  rank: int = 64  # r: inner width of the low-rank factors (lr, lr_q)
+  rank: int = 32  # r: inner width of the low-rank factors (lr, lr_q); < min(N, D)
   bits: int = 4  # b: bits per quantized weight, 4 (packed two per byte) or 8 (q, lr_q)
   group_size: int = 0  # columns sharing one quantization scale; 0 = one scale per row
 
@@ -34,7 +34,7 @@ class ApproxConfig:
     if self.bits not in BITS:
       raise errors.UserError(f"ApproxConfig.bits={self.bits} is unsupported; use 4 or 8.")
     if self.rank <= 0:
-      raise errors.UserError(f"ApproxConfig.rank={self.rank} must be positive (64 is typical).")
+      raise errors.UserError(f"ApproxConfig.rank={self.rank} must be positive (32 is typical).")
     if self.group_size < 0:
       raise errors.UserError(
           f"ApproxConfig.group_size={self.group_size} must be >= 0 (0 = one scale per row).")

@@ -1,14 +1,16 @@
 """The model's sizes and switches: one frozen dataclass passed whole to every layer."""
 
 import dataclasses
+import math
 
 import jax.numpy as jnp
 
 from hire_cli import errors
+from hire_cli.nn import topk
 from hire_cli.nn.approx import ApproxConfig
 
 ACTIVATIONS = ("relu", "gelu", "swiglu")
-TOPK_METHODS = ("exact", "two_stage", "approx_max_k")
+FFN_SCORES = ("l2", "sum")  # HiReFfnConfig.score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,41 +18,81 @@ class HiReSoftmaxConfig:
   """HiRE-Softmax (HIRE.md section 1): approximate scores -> k' candidates -> exact top-k."""
 
   approx: ApproxConfig = ApproxConfig()  # the compressed copy of the output layer W
-  k: int = 32  # outputs wanted (top-k logits handed to sampling)
+  k: int = 32  # outputs wanted (top-k logits handed to sampling; greedy uses the top 1)
   k_prime: int = 256  # k': candidates rescored exactly (k <= k' <= V)
   topk_method: str = "exact"  # how candidates are picked: exact | two_stage | approx_max_k
   loss_weight: float = 1.0  # weight of the approximator's distillation loss
-  temperature: float = 1.0  # T of the distillation softmax
+  temperature: float = 1.0  # T: softmax(approx / T) distils softmax(exact / T)
 
   def validate(self, vocab_size: int, d_model: int):
+    """Checks against the output layer `W: V x D`; raises UserError with a fix."""
     if not 0 < self.k <= vocab_size:
       raise errors.UserError(f"HiReSoftmaxConfig.k={self.k} must be in 1..V={vocab_size}")
     if not self.k <= self.k_prime <= vocab_size:
       raise errors.UserError(f"HiReSoftmaxConfig.k_prime={self.k_prime} must satisfy k={self.k} "
                              f"<= k' <= V={vocab_size}; raise k_prime or lower k")
-    if self.topk_method not in TOPK_METHODS:
-      raise errors.UserError(f"HiReSoftmaxConfig.topk_method={self.topk_method!r}; use one of "
-                             f"{TOPK_METHODS}")
-    if self.temperature <= 0 or self.loss_weight < 0:
-      raise errors.UserError("HiReSoftmaxConfig.temperature must be > 0 and loss_weight >= 0")
-    self.approx.validate(vocab_size, d_model)
+    _validate_selection(self, vocab_size, d_model)
 
 
 @dataclasses.dataclass(frozen=True)
 class HiReFfnConfig:
   """HiRE-FFN (HIRE.md section 2): group-sparse top-k FFN with an approximator of W_in."""
 
-  approx: ApproxConfig = ApproxConfig(rank=32)  # the compressed copy of W_in
-  group_size: int = 8  # g: units per contiguous group
+  approx: ApproxConfig = ApproxConfig()  # the compressed copy of W_in
+  group_size: int = 8  # g: units per contiguous group; must divide d_ff
   k_fraction: float = 0.05  # fraction of the F units kept per token (k_g = round(frac F / g))
   k_prime_factor: float = 2.0  # k'_g = ceil(factor * k_g) candidate groups from the approximator
-  n_static: int = 0  # groups every token always uses (trained as always-on)
+  n_static: int = 0  # groups every token always uses (the first ones, trained always-on)
   dynamic_overlap: bool = False  # decoding B tokens: one shared candidate set for the batch
   batch_budget_factor: float = 2.0  # dynamic overlap: shared set of ceil(factor * k'_g) groups
   score: str = "l2"  # group score: l2 (norm of the group's activations) | sum (of magnitudes)
   topk_method: str = "exact"  # exact | two_stage | approx_max_k
   loss_weight: float = 1.0  # weight of the FFN approximator's distillation loss
   temperature: float = 1.0  # T of the distillation softmax over group scores
+
+  def kept_groups(self, d_ff: int) -> int:
+    """k_g: dynamic groups each token keeps, round(k_fraction * F / g) and at least 1."""
+    return max(1, round(self.k_fraction * d_ff / self.group_size))
+
+  def validate(self, d_ff: int, d_model: int):
+    """Checks against the FFN `W_in: F x D`; raises UserError with a fix."""
+    f, g = d_ff, self.group_size
+    if g <= 0 or f % g:
+      raise errors.UserError(f"HiReFfnConfig.group_size={g} must divide d_ff={f}; use a divisor "
+                             f"of {f} such as {math.gcd(f, 8)}.")
+    groups = f // g
+    if not 0 <= self.n_static < groups:
+      raise errors.UserError(f"HiReFfnConfig.n_static={self.n_static} must be in "
+                             f"0..{groups - 1} (G = d_ff / group_size = {groups}); lower n_static.")
+    if not 0 < self.k_fraction <= 1:
+      raise errors.UserError(f"HiReFfnConfig.k_fraction={self.k_fraction} must be in (0, 1] "
+                             "(0.05 is typical).")
+    k_g = self.kept_groups(f)
+    if k_g + self.n_static > groups:
+      raise errors.UserError(
+          f"k_g + n_static = {k_g} + {self.n_static} > G = {groups} groups (k_g = "
+          "round(k_fraction * d_ff / group_size)); lower HiReFfnConfig.k_fraction or n_static.")
+    if self.k_prime_factor < 1:
+      raise errors.UserError(f"HiReFfnConfig.k_prime_factor={self.k_prime_factor} must be >= 1 "
+                             "so that k'_g >= k_g; 2 is typical.")
+    if self.batch_budget_factor < 1:
+      raise errors.UserError(
+          f"HiReFfnConfig.batch_budget_factor={self.batch_budget_factor} must be >= 1 so the "
+          "shared set is at least k'_g groups; 2 is typical.")
+    if self.score not in FFN_SCORES:
+      raise errors.UserError(f"HiReFfnConfig.score={self.score!r}; use one of {FFN_SCORES}.")
+    _validate_selection(self, f, d_model)
+
+
+def _validate_selection(cfg, n: int, d: int) -> None:
+  """What HiRE-Softmax and HiRE-FFN share: the top-k method, the distillation knobs and the
+  approximator of their `W: n x d`."""
+  name = type(cfg).__name__
+  if cfg.topk_method not in topk.METHODS:
+    raise errors.UserError(f"{name}.topk_method={cfg.topk_method!r}; use one of {topk.METHODS}")
+  if cfg.temperature <= 0 or cfg.loss_weight < 0:
+    raise errors.UserError(f"{name}.temperature must be > 0 and loss_weight >= 0")
+  cfg.approx.validate(n, d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +128,13 @@ class ModelConfig:
 
     if self.hire_softmax is not None:
       self.hire_softmax.validate(self.vocab_size, self.d_model)
+    if self.hire_ffn is not None:
+      self.hire_ffn.validate(self.d_ff, self.d_model)
+
+  @property
+  def has_hire(self) -> bool:
+    """Whether any layer (output softmax or FFN) has a HiRE path besides the exact one."""
+    return self.hire_softmax is not None or self.hire_ffn is not None
 
   @property
   def compute_dtype(self):
@@ -99,3 +148,24 @@ class ModelConfig:
     block = attn + ffn + 2 * self.d_model
     head = 0 if self.tie_embeddings else self.vocab_size * self.d_model
     return self.vocab_size * self.d_model + self.n_layers * block + self.d_model + head
+
+
+# Benchmarks compare all four variants on any model, also one whose run configured no HiRE
+# layer. A fixed rank breaks tiny models (it must stay < D) and a fixed k' can exceed V, so those
+# variants are sized to the model: rank D/16 keeps the approximator's r (V + D) bytes near 1/16
+# of the layer's V D at every scale.
+
+
+def _default_rank(model: ModelConfig) -> int:
+  return max(8, model.d_model // 16)
+
+
+def default_hire_softmax(model: ModelConfig) -> HiReSoftmaxConfig:
+  """HiRE-Softmax sized to `model` (rank D/16, at least 8; k' capped at V) for benchmarks."""
+  base = HiReSoftmaxConfig(approx=ApproxConfig(rank=_default_rank(model)))
+  return dataclasses.replace(base, k_prime=min(base.k_prime, model.vocab_size))
+
+
+def default_hire_ffn(model: ModelConfig) -> HiReFfnConfig:
+  """HiRE-FFN sized to `model` (rank D/16, at least 8) for benchmarks."""
+  return HiReFfnConfig(approx=ApproxConfig(rank=_default_rank(model)))

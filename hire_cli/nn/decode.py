@@ -1,25 +1,27 @@
 """Decode engine: a jitted prefill and a jitted one-token step over the KV cache.
 
 Token selection (greedy, or top-k sampling with temperature) happens inside the step, so the
-loop needs no host sync beyond reading the token when the caller wants it."""
+loop needs no host sync beyond reading the token when the caller wants it. `served` picks the
+path of every step: the model as trained, or the served path (`Transformer.served` and
+`served_top_k`); each (graphdef, served, sampling) gets its own programs, compiled once."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from hire_cli.lib import state
 from hire_cli.nn.config import ModelConfig
 from hire_cli.nn.model import cache_with, init_cache, write_cache
 
 
-def next_token(model, h_Bx1xD, hire: bool, key, top_k: int = 0, temperature: float = 0.0):
+def next_token(model, h_Bx1xD, served: bool, key, top_k: int = 0, temperature: float = 0.0):
   """The next token from the last hidden state: greedy when temperature == 0, else sampled from
-  the softmax over the top-k logits at `temperature`. With `hire` and a HiRE head, only the
-  approximator and the k' gathered rows of W are read."""
+  the softmax over the top-k logits at `temperature`. `served` with a HiRE head reads only the
+  approximator and the k' gathered rows of W."""
   k = 1 if temperature == 0 else top_k
-  if hire and model.cfg.hire_softmax is not None:
-    values_BxK, ids_BxK = (x[:, 0] for x in model.head.hire_top_k(h_Bx1xD, k=k)[:2])
+  if served:
+    values_BxK, ids_BxK = (x[:, 0] for x in model.served_top_k(h_Bx1xD, k))
   else:
     values_BxK, ids_BxK = jax.lax.top_k(model.logits(h_Bx1xD)[:, 0].astype(jnp.float32), k)
   if temperature == 0:
@@ -29,21 +31,22 @@ def next_token(model, h_Bx1xD, hire: bool, key, top_k: int = 0, temperature: flo
 
 
 @functools.lru_cache(maxsize=None)
-def _fns(graphdef, hire: bool, top_k: int, temperature: float):
+def _fns(graphdef, served: bool, top_k: int, temperature: float):
   # Each call is two programs: the model reads the cache and returns the new keys and values,
   # then `write_cache` stores them in place (see model.Attention for why not one).
   @jax.jit
   def prefill_fn(params, cache, prompt_BxL, key):
-    model = state.bind(graphdef, params)
+    model = nnx.merge(graphdef, params)
     # Prefill is compute-bound: the exact model fills the cache; HiRE picks the next token.
     h_BxLxD, new_kv = model(prompt_BxL, cache, 0)
-    return next_token(model, h_BxLxD[:, -1:], hire, key, top_k, temperature), new_kv
+    return next_token(model, h_BxLxD[:, -1:], served, key, top_k, temperature), new_kv
 
   @jax.jit
   def step_fn(params, cache, token_B, index, key):
-    model = state.bind(graphdef, params)
-    h_Bx1xD, new_kv = model(token_B[:, None], cache, index, hire=hire)
-    return next_token(model, h_Bx1xD, hire, key, top_k, temperature), new_kv
+    model = nnx.merge(graphdef, params)
+    forward = model.served if served else model
+    h_Bx1xD, new_kv = forward(token_B[:, None], cache, index)
+    return next_token(model, h_Bx1xD, served, key, top_k, temperature), new_kv
 
   def prefill(params, cache, prompt_BxL, key):
     token_B, new_kv = prefill_fn(params, cache, prompt_BxL, key)
@@ -56,21 +59,21 @@ def _fns(graphdef, hire: bool, top_k: int, temperature: float):
   return prefill, step
 
 
-def prefill_and_step(graphdef, hire: bool = False, top_k: int = 0, temperature: float = 0.0):
+def prefill_and_step(graphdef, served: bool = False, top_k: int = 0, temperature: float = 0.0):
   """(prefill(params, cache, prompt_BxL, key) -> (token_B, cache),
-      step(params, cache, token_B, index, key) -> (token_B, cache)); `hire` takes the HiRE
-  paths; temperature 0 is greedy (the key is then unused)."""
+      step(params, cache, token_B, index, key) -> (token_B, cache)); `served` takes the served
+  path; temperature 0 is greedy (the key is then unused)."""
   if temperature < 0 or (temperature > 0 and top_k <= 0):
     raise ValueError("sampling needs temperature > 0 and top_k >= 1 (temperature 0 = greedy)")
-  return _fns(graphdef, hire, top_k, float(temperature))
+  return _fns(graphdef, bool(served), top_k, float(temperature))
 
 
 def generate(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int, *,
-             hire: bool = False, top_k: int = 0, temperature: float = 0.0, seed: int = 0,
+             served: bool = False, top_k: int = 0, temperature: float = 0.0, seed: int = 0,
              on_token=None):
   """Continues `prompt_BxL` by `num_tokens` tokens: (B, num_tokens) int32. `on_token(token_B)`
   is called after each step (streaming); it is the only host sync in the loop."""
-  prefill, step = prefill_and_step(graphdef, hire, top_k, temperature)
+  prefill, step = prefill_and_step(graphdef, served, top_k, temperature)
   b, l = prompt_BxL.shape
   keys = jax.random.split(jax.random.key(seed), num_tokens)
   cache = init_cache(cfg, b, min(cfg.max_len, l + num_tokens))
@@ -86,34 +89,36 @@ def generate(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int, *,
   return jnp.stack(out, axis=1)
 
 
-def greedy(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int, hire: bool = False):
+def greedy(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int,
+           served: bool = False):
   """Greedy continuation of `prompt_BxL` by `num_tokens` tokens: (B, num_tokens) int32."""
-  return generate(graphdef, params, cfg, prompt_BxL, num_tokens, hire=hire)
+  return generate(graphdef, params, cfg, prompt_BxL, num_tokens, served=served)
 
 
 @functools.lru_cache(maxsize=None)
-def _forced_fn(graphdef, hire: bool):
+def _forced_fn(graphdef, served: bool):
   @jax.jit
   def forced(params, cache, prompt_BxP, ref_BxT):
-    model = state.bind(graphdef, params)
+    model = nnx.merge(graphdef, params)
     p = prompt_BxP.shape[1]
     h_BxPxD, kv = model(prompt_BxP, cache, 0)  # the exact prefill, as `generate` does
     cache = cache_with(cache, kv, 0)
-    h_BxTm1xD, _ = model(ref_BxT[:, :-1], cache, p, hire=hire)
+    forward = model.served if served else model
+    h_BxTm1xD, _ = forward(ref_BxT[:, :-1], cache, p)
     h_BxTxD = jnp.concatenate([h_BxPxD[:, -1:], h_BxTm1xD], axis=1)
     b, t, d = h_BxTxD.shape  # each position as its own decode step: the same greedy choice
-    return next_token(model, h_BxTxD.reshape(b * t, 1, d), hire, None).reshape(b, t)
+    return next_token(model, h_BxTxD.reshape(b * t, 1, d), served, None).reshape(b, t)
 
   return forced
 
 
 def teacher_forced_greedy(graphdef, params, cfg: ModelConfig, prompt_BxP, ref_BxT, *,
-                          hire: bool = False):
+                          served: bool = False):
   """(B, T) int32: the greedy token at each of the T positions of `ref_BxT` given the prompt and
   the reference tokens before it (not the model's own earlier choices), on the path `generate`
-  takes (exact prefill, then the HiRE layers when `hire`). Compared with a dense greedy
+  takes (exact prefill, then the served path when `served`). Compared with a dense greedy
   continuation this is the per-step agreement, which one early divergence cannot shift."""
   b, p = prompt_BxP.shape
   cache = init_cache(cfg, b, min(cfg.max_len, p + ref_BxT.shape[1]))
-  return _forced_fn(graphdef, hire)(params, cache, jnp.asarray(prompt_BxP, jnp.int32),
-                                    jnp.asarray(ref_BxT, jnp.int32))
+  forced = _forced_fn(graphdef, bool(served))
+  return forced(params, cache, jnp.asarray(prompt_BxP, jnp.int32), jnp.asarray(ref_BxT, jnp.int32))

@@ -2,8 +2,9 @@
 
 The model is trained on exact next-token cross-entropy. HiRE layers add their approximators'
 distillation losses, computed on stop-gradient targets, by sowing `hire_aux` intermediates
-({"loss": weighted loss, "metrics": {...}}); `collect_aux` gathers them and names the metrics
-per layer (`recall/softmax@32`, `recall/ffn/layer_0@k`, ...).
+({"loss": weighted loss, "metrics": {...}}) that `Transformer.logits_with_aux` captures;
+`collect_aux` sums them and names the metrics per layer (`recall/softmax@32`,
+`recall/ffn/layer_0@k`, ...).
 """
 
 import jax.numpy as jnp
@@ -26,9 +27,9 @@ def _metric_name(name: str, where: str) -> str:
   return f"{base}/{where}{at}{k}"
 
 
-def collect_aux(model) -> tuple[jnp.ndarray, dict]:
-  """Pops every `hire_aux` the last forward pass sowed: (sum of losses, named metrics)."""
-  sown = nnx.to_pure_dict(nnx.pop(model, nnx.Intermediate))
+def collect_aux(sown: nnx.State) -> tuple[jnp.ndarray, dict]:
+  """(sum of losses, named metrics) of the `hire_aux` in `sown` (from `logits_with_aux`)."""
+  sown = nnx.to_pure_dict(sown)
   total = jnp.zeros((), jnp.float32)
   metrics, ffn_layers = {}, {}
   head_aux = sown.get("head", {}).get("hire_aux", ())
@@ -48,10 +49,9 @@ def collect_aux(model) -> tuple[jnp.ndarray, dict]:
 
 def lm_objective(model, inputs_BxL, targets_BxL):
   """(total loss, metrics) for one batch: exact LM loss plus the approximators' losses."""
-  h_BxLxD, _ = model(inputs_BxL)
-  logits_BxLxV = model.logits(h_BxLxD)
+  logits_BxLxV, sown = model.logits_with_aux(inputs_BxL)
   loss, ntok = cross_entropy(logits_BxLxV, targets_BxL)
-  aux_loss, aux_metrics = collect_aux(model)
+  aux_loss, aux_metrics = collect_aux(sown)
   acc = jnp.mean(jnp.argmax(logits_BxLxV, -1) == targets_BxL)
   metrics = {"loss": loss, "accuracy": acc, "tokens": ntok, **aux_metrics}
   if aux_metrics:

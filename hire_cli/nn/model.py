@@ -1,9 +1,14 @@
 """Decoder-only Transformer in Flax NNX: RMSNorm, rotary positions, causal attention with a KV
 cache, an FFN (`ffn.py`) and an output head (`softmax.py`).
 
-`make_ffn` and `make_head` build the dense or the HiRE layer from the config. `hire=True` asks
-every HiRE layer for its inference path (predicted candidates, exact compute on them only);
-`hire=False` is the model as trained. Every parameter carries logical axis names (`axes=`) that
+`make_ffn` and `make_head` build the dense or the HiRE layer from the config. The forwards differ
+only in what the HiRE layers do:
+- `model(tokens, cache, index)`, `model.logits(h)`: the model as trained, exact.
+- `model.served(tokens, cache, index)`, `model.served_top_k(h, k)`: the served path (HIRE.md
+  section 6), each HiRE layer on its predicted candidates, computed exactly on those only.
+- `model.logits_with_aux(tokens)`: exact logits and the HiRE layers' approximator objectives,
+  which they sow as `hire_aux` and this method captures (`nnx.capture`).
+No forward leaves state on the module. Every parameter carries logical axis names (`axes=`) that
 `sharding.py` maps onto a mesh.
 """
 
@@ -77,15 +82,18 @@ class Block(nnx.Module):
     self.ffn_norm = RMSNorm(cfg)
     self.ffn = make_ffn(cfg, rngs=rngs)
 
-  def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None, hire=False):
+  def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None, ffn_path="__call__"):
+    """`ffn_path` names the FFN's forward ("__call__", "served" or "with_aux", see `ffn.py`);
+    attention has one path."""
     a_BxLxD, new_cache = self.attn(self.attn_norm(x_BxLxD), pos_BxL, cache, index)
     x_BxLxD = x_BxLxD + a_BxLxD
-    x_BxLxD = x_BxLxD + self.ffn(self.ffn_norm(x_BxLxD), hire=hire)
+    x_BxLxD = x_BxLxD + getattr(self.ffn, ffn_path)(self.ffn_norm(x_BxLxD))
     return x_BxLxD, new_cache
 
 
 class Transformer(nnx.Module):
-  """`__call__` returns the final hidden states; `logits` applies the output layer."""
+  """`__call__` (exact) and `served` return the final hidden states; `logits` applies the
+  output layer, `served_top_k` its served path."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -94,17 +102,36 @@ class Transformer(nnx.Module):
     self.final_norm = RMSNorm(cfg)
     self.head = make_head(cfg, rngs=rngs)
 
-  def __call__(self, tokens_BxL, cache=None, index=None, hire=False):
+  def __call__(self, tokens_BxL, cache=None, index=None):
     """Hidden states for `tokens_BxL`. With `cache` (from `init_cache`) the tokens sit at
     positions index .. index+L-1 and the second value is their keys and values per layer;
     `write_cache(cache, that, index)` stores them."""
+    return self._forward(tokens_BxL, cache, index, "__call__")
+
+  def served(self, tokens_BxL, cache=None, index=None):
+    """`__call__` on the served path: each HiRE-FFN computes only the groups its approximator
+    predicts (a model without one gives `__call__`'s result)."""
+    return self._forward(tokens_BxL, cache, index, "served")
+
+  def logits_with_aux(self, tokens_BxL):
+    """(logits_BxLxV, sown): the exact logits of the model as trained (no cache) and the
+    `hire_aux` each HiRE layer sowed (an nnx.State; `loss.collect_aux` sums and names them).
+    They are captured here, so the module keeps nothing between calls."""
+
+    def run(model):
+      h_BxLxD, _ = model._forward(tokens_BxL, None, None, "with_aux")
+      return model.logits(h_BxLxD) if model.head is None else model.head.with_aux(h_BxLxD)
+
+    return nnx.capture(run, nnx.Intermediate)(self)
+
+  def _forward(self, tokens_BxL, cache, index, ffn_path: str):
     b, l = tokens_BxL.shape
     start = 0 if index is None else index
     pos_BxL = jnp.broadcast_to(start + jnp.arange(l, dtype=jnp.int32), (b, l))
     x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0).astype(self.cfg.compute_dtype)
     new_caches = []
     for i, block in enumerate(self.blocks):
-      x_BxLxD, c = block(x_BxLxD, pos_BxL, None if cache is None else cache[i], index, hire)
+      x_BxLxD, c = block(x_BxLxD, pos_BxL, None if cache is None else cache[i], index, ffn_path)
       new_caches.append(c)
     h_BxLxD = self.final_norm(x_BxLxD)
     return h_BxLxD, (None if cache is None else new_caches)
@@ -116,10 +143,18 @@ class Transformer(nnx.Module):
     return self.head.w[...]
 
   def logits(self, h_BxLxD):
+    """Exact logits_BxLxV."""
     if self.head is None:
       w_VxD = self.head_weight().astype(self.cfg.compute_dtype)
       return jnp.einsum("bld,vd->blv", h_BxLxD, w_VxD)
     return self.head(h_BxLxD)
+
+  def served_top_k(self, h_BxLxD, k: int):
+    """(values_BxLxK float32, ids_BxLxK): the output layer's top-k on the served path, i.e.
+    HiRE-Softmax's exact top-k among its k' candidates, or the exact top-k of the logits."""
+    if self.cfg.hire_softmax is not None:
+      return self.head.served_top_k(h_BxLxD, k)[:2]
+    return jax.lax.top_k(self.logits(h_BxLxD).astype(jnp.float32), k)
 
 
 def cache_with(cache, new_kv, index):

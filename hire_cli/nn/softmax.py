@@ -1,8 +1,10 @@
 """Output layers: the dense softmax head and HiRE-Softmax (HIRE.md section 1).
 
 HiRE-Softmax keeps the exact output layer `W: V x D` (the model is exact in training) and adds an
-approximator of it. Its inference path (`hire_top_k`) scores all V cheaply, picks k' candidates,
+approximator of it. Its served path (`served_top_k`) scores all V cheaply, picks k' candidates,
 gathers `W[S]` and computes exact logits on those only, then returns the top-k of them.
+`with_aux` is the exact head plus the approximator's objective, sown as `hire_aux` for an
+enclosing `nnx.capture(..., nnx.Intermediate)`.
 """
 
 import jax
@@ -30,10 +32,15 @@ class DenseHead(nnx.Module):
   def __call__(self, h_BxLxD):
     return jnp.einsum("bld,vd->blv", h_BxLxD, self.w[...].astype(self.cfg.compute_dtype))
 
+  def with_aux(self, h_BxLxD):
+    """`__call__`; the dense head has no approximator to train."""
+    return self(h_BxLxD)
+
 
 class HiReSoftmaxHead(DenseHead):
-  """Exact head plus an approximator; `__call__` gives exact logits and reports the
-  approximator's distillation loss and recall (`hire_aux`) for the training objective."""
+  """Exact head plus an approximator: `__call__` gives the exact logits, `with_aux` also sows
+  the approximator's distillation loss and recall (`hire_aux`) for the training objective, and
+  `served_top_k` is the served path."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     super().__init__(cfg, rngs=rngs)
@@ -50,8 +57,10 @@ class HiReSoftmaxHead(DenseHead):
     """cand_BxLxKp: the k' vocabulary ids the approximator predicts."""
     return topk.top_k(self.approx_scores(h_BxLxD), self.hc.k_prime, self.hc.topk_method)[1]
 
-  def __call__(self, h_BxLxD):
-    logits_BxLxV = super().__call__(h_BxLxD)
+  def with_aux(self, h_BxLxD):
+    """Exact logits; sows `hire_aux` {"loss": weighted distillation loss, "metrics":
+    {"recall@k", "approx_loss"}}: call it under `nnx.capture(..., nnx.Intermediate)`."""
+    logits_BxLxV = self(h_BxLxD)
     hc = self.hc
     s_BxLxV = self.approx_scores(h_BxLxD)
     exact_BxLxV = jax.lax.stop_gradient(logits_BxLxV).astype(jnp.float32)
@@ -68,8 +77,8 @@ class HiReSoftmaxHead(DenseHead):
     })
     return logits_BxLxV
 
-  def hire_top_k(self, h_BxLxD, k: int | None = None):
-    """The HiRE inference path: (values_BxLxK, ids_BxLxK, cand_BxLxKp).
+  def served_top_k(self, h_BxLxD, k: int | None = None):
+    """The served path: (values_BxLxK, ids_BxLxK, cand_BxLxKp), k = `hc.k` by default.
 
     Reads the approximator's bytes and the k' gathered rows of W, never all of W."""
     k = k or self.hc.k

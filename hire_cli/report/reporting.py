@@ -3,7 +3,6 @@
 import json
 import math
 import pathlib
-import sys
 import time
 
 import jax
@@ -39,7 +38,7 @@ class Progress:
   """Rate and ETA for a loop of `total` items starting at `start`."""
 
   def __init__(self, start: int, total: int):
-    self.start, self.total = start, total
+    self.start, self.total, self.done = start, total, start
     self.t0 = time.perf_counter()
     self.first_done = None  # the first item includes compilation; rate is measured after it
 
@@ -55,6 +54,11 @@ class Progress:
     pct = 100.0 * done / max(self.total, 1)
     rate_s = f"{rate:.2f}/s" if rate == rate else "-/s"
     return f"[{done}/{self.total} {pct:3.0f}%] {extra} | {rate_s} | ETA {fmt_duration(eta)}"
+
+  def step(self, extra: str = "") -> str:
+    """One more item done: its progress line."""
+    self.done += 1
+    return self.line(self.done, extra)
 
 
 def table(rows: list[tuple[str, object]], title: str = "") -> str:
@@ -96,7 +100,3 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
       except json.JSONDecodeError:
         continue
   return out
-
-
-def eprint(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)

@@ -42,7 +42,7 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
   mesh = sharding.make_mesh(mesh_cfg)
   _, graphdef, params = checkpoint.restore_params(model_dir, model, mesh)
   prompt_1xL = np.asarray([ids], np.int32)
-  has_hire = model.hire_softmax is not None or model.hire_ffn is not None
+  has_hire = model.has_hire
 
   def run(use_hire, stream, temp):
     shown = []
@@ -54,7 +54,7 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
         prev = vocab.decode(ids + shown[:-1])
         sys.stdout.write(text[len(prev):] if text.startswith(prev) else " " + text)
         sys.stdout.flush()
-    out = decode.generate(graphdef, params, model, prompt_1xL, num_tokens, hire=use_hire,
+    out = decode.generate(graphdef, params, model, prompt_1xL, num_tokens, served=use_hire,
                           top_k=top_k, temperature=temp, seed=seed, on_token=on_token)
     if stream:
       reporting.say("")
@@ -66,7 +66,7 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
     dense_ids, hire_ids = run(False, False, 0.0), run(True, False, 0.0)
     agreement = float(np.mean(np.asarray(dense_ids) == np.asarray(hire_ids)))
     forced_1xT = np.asarray(decode.teacher_forced_greedy(
-        graphdef, params, model, prompt_1xL, np.asarray([dense_ids], np.int32), hire=True))
+        graphdef, params, model, prompt_1xL, np.asarray([dense_ids], np.int32), served=True))
     stepwise = float(np.mean(forced_1xT[0] == np.asarray(dense_ids)))
     knobs = hire_knobs(model)
     reporting.say("HiRE: " + ", ".join(f"{k} {v}" for k, v in knobs.items()))
@@ -117,13 +117,13 @@ def _compare_passages(graphdef, params, model: ModelConfig, data_cfg, vocab, num
     raise errors.UserError(f"COMPARE_PROMPTS={n} but the validation split has {len(rows)} rows")
   prompts_NxP = np.asarray(rows[:n, :prompt_len], np.int32)
   dense_NxT, hire_NxT = (np.asarray(decode.generate(graphdef, params, model, prompts_NxP,
-                                                    num_tokens, hire=h)) for h in (False, True))
+                                                    num_tokens, served=h)) for h in (False, True))
   same_NxT = np.concatenate([dense_NxT == hire_NxT,
                              np.asarray([first["dense"]]) == np.asarray([first["hire"]])])
   diverge_N = [int(np.argmin(r)) if not r.all() else None for r in same_NxT]
   agreement = float(same_NxT.mean())
   forced_NxT = np.asarray(decode.teacher_forced_greedy(graphdef, params, model, prompts_NxP,
-                                                       dense_NxT, hire=True))
+                                                       dense_NxT, served=True))
   step_same_NxT = np.concatenate([forced_NxT == dense_NxT, [first["stepwise_same"]]])
   stepwise = float(step_same_NxT.mean())
   for i in range(min(n, 3)):

@@ -110,7 +110,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   val_rows = data.load_rows(data_cfg, "validation") if eval_every else None
 
   post_hoc = bool(post_hoc_from)
-  if post_hoc and model.hire_softmax is None and model.hire_ffn is None:
+  if post_hoc and not model.has_hire:
     raise errors.UserError("POST_HOC_FROM is set but the model has no HiRE layer; include a "
                            "configs/variants/hire*.gin file")
   mgr = checkpoint.manager(workdir, max_to_keep=keep_checkpoints)
