@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from hire_cli import errors
-from hire_cli.nn import approx, cost, topk
+from hire_cli.nn import approx, cost, quant, topk
 
 
 def _normal(shape, seed=0):
@@ -21,18 +21,18 @@ def _normal(shape, seed=0):
 
 def test_int4_pack_round_trips_all_16_values():
   q = jnp.array([list(range(-8, 8)), list(range(7, -9, -1))], jnp.int8)
-  packed = approx.pack_int4(q)
+  packed = quant.pack_int4(q)
   assert packed.dtype == jnp.uint8 and packed.shape == (2, 8)
-  np.testing.assert_array_equal(approx.unpack_int4(packed), q)
+  np.testing.assert_array_equal(quant.unpack_int4(packed), q)
   # Layout: column 2j in the low nibble, 2j+1 in the high one (two's complement).
-  assert int(approx.pack_int4(jnp.array([[1, -1]], jnp.int8))[0, 0]) == 0xF1
+  assert int(quant.pack_int4(jnp.array([[1, -1]], jnp.int8))[0, 0]) == 0xF1
 
 
 def test_int4_pack_round_trips_random():
   q = jnp.asarray(np.random.default_rng(1).integers(-8, 8, (5, 3, 34)), jnp.int8)
-  packed = approx.pack_int4(q)
+  packed = quant.pack_int4(q)
   assert packed.shape == (5, 3, 17)
-  np.testing.assert_array_equal(approx.unpack_int4(packed), q)
+  np.testing.assert_array_equal(quant.unpack_int4(packed), q)
 
 
 @pytest.mark.parametrize("bits,group_size", [(4, 0), (4, 8), (8, 0), (8, 16)])
@@ -46,14 +46,14 @@ def test_quantize_is_exact_on_its_grid(bits, group_size):
   q_NxD[:, ::gs] = qmax
   scale_NxG = np.exp(_normal((n, d // gs), seed=3))
   w_NxD = (q_NxD.reshape(n, d // gs, gs) * scale_NxG[..., None]).astype(np.float32)
-  qm = approx.quantize(w_NxD.reshape(n, d), bits, group_size)
+  qm = quant.quantize(w_NxD.reshape(n, d), bits, group_size)
   if bits == 4:
     assert qm.packed.dtype == jnp.uint8 and qm.packed.shape == (n, d // 2)
   else:
     assert qm.packed.dtype == jnp.int8 and qm.packed.shape == (n, d)
   assert qm.scale_NxG.shape == (n, d // gs) and qm.group_size == gs
   np.testing.assert_allclose(qm.scale_NxG, scale_NxG, rtol=1e-6)
-  np.testing.assert_allclose(approx.dequantize(qm), w_NxD.reshape(n, d), rtol=1e-6)
+  np.testing.assert_allclose(quant.dequantize(qm), w_NxD.reshape(n, d), rtol=1e-6)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -63,15 +63,15 @@ def test_quantized_scores_within_rounding_bound(bits, group_size):
   # Columns of very different magnitude: per-group scales should then beat per-row ones.
   w_NxD = _normal((n, d), seed=1) * np.exp(2 * _normal((1, d), seed=2))
   h_BxD = _normal((7, d), seed=3)
-  qm = approx.quantize(w_NxD, bits, group_size)
-  s_BxN = np.asarray(approx.quantized_scores(h_BxD, qm))
+  qm = quant.quantize(w_NxD, bits, group_size)
+  s_BxN = np.asarray(quant.quantized_scores(h_BxD, qm))
   # Rounding moves each weight by at most half its scale: |err_bn| <= sum_j |h_bj| scale_nj / 2.
   scale_NxD = np.repeat(np.asarray(qm.scale_NxG), qm.group_size, axis=1)
   bound_BxN = np.abs(h_BxD) @ scale_NxD.T / 2
   err_BxN = np.abs(s_BxN - h_BxD @ w_NxD.T)
   assert np.all(err_BxN <= bound_BxN * (1 + 1e-4) + 1e-4)
   assert err_BxN.max() > 0  # it did quantize
-  np.testing.assert_allclose(s_BxN, h_BxD @ np.asarray(approx.dequantize(qm)).T, rtol=1e-4,
+  np.testing.assert_allclose(s_BxN, h_BxD @ np.asarray(quant.dequantize(qm)).T, rtol=1e-4,
                              atol=1e-3)
 
 
@@ -83,7 +83,7 @@ def test_int8_much_more_accurate_than_int4_and_groups_help():
     exact_BxN = h_BxD @ w_NxD.T
     errs = {}
     for bits, group_size in [(4, 0), (8, 0), (4, 8)]:
-      s_BxN = approx.quantized_scores(h_BxD, approx.quantize(w_NxD, bits, group_size))
+      s_BxN = quant.quantized_scores(h_BxD, quant.quantize(w_NxD, bits, group_size))
       errs[bits, group_size] = jnp.sqrt(jnp.mean((s_BxN - exact_BxN)**2))
     return errs
 
@@ -151,7 +151,7 @@ def test_random_low_rank_has_low_recall(structured):
 
 
 @pytest.mark.parametrize("kind", ["lr", "lr_q", "q"])
-def test_approximator_post_hoc_recall_and_frozen_tensors(structured, kind):
+def test_approximator_post_hoc_recall_and_serving_form(structured, kind):
   w_NxD, h_BxD = structured
   cfg = approx.ApproxConfig(kind=kind, rank=16, bits=4, group_size=8)
   ap = approx.Approximator(cfg, 2048, 64, "vocab", rngs=nnx.Rngs(0))
@@ -159,12 +159,25 @@ def test_approximator_post_hoc_recall_and_frozen_tensors(structured, kind):
   s_BxN = ap.scores(h_BxD, w_NxD)
   assert s_BxN.shape == (64, 2048) and s_BxN.dtype == jnp.float32
   assert _recall(s_BxN, w_NxD, h_BxD) >= 0.95
-  # Decoding's stored tensors give the scores training saw.
-  tensors = ap.frozen_inference_tensors(w_NxD)
-  np.testing.assert_allclose(approx.frozen_scores(h_BxD, tensors), s_BxN, rtol=1e-4, atol=1e-3)
+  if kind != "lr":  # nothing derived yet: serving must not quantize on the fly
+    with pytest.raises(ValueError, match="serving form"):
+      ap.served_scores(h_BxD)
+  ap.prepare_serving(w_NxD)
+  # The serving tensors give the scores training saw; quantized ones are stored packed.
+  np.testing.assert_allclose(ap.served_scores(h_BxD), s_BxN, rtol=1e-4, atol=1e-3)
   if kind != "lr":
-    qm = tensors["q" if kind == "q" else "a"]
-    assert isinstance(qm, approx.QuantizedMatrix) and qm.packed.dtype == jnp.uint8
+    assert ap.served_packed[...].dtype == jnp.uint8
+    assert ap.served_packed[...].shape == (2048, (64 if kind == "q" else 16) // 2)
+
+
+@pytest.mark.parametrize("bits,group_size", [(4, 0), (8, 0), (4, 8)])
+def test_blocked_kernel_equals_one_product(bits, group_size):
+  """The CPU kernel walks the rows in blocks; it must give the unblocked product."""
+  w_NxD, h_BxD = _normal((1024, 64)), _normal((3, 2, 64))
+  qm = quant.quantize(w_NxD, bits, group_size)
+  assert quant._block_rows(1024) == 512  # two blocks
+  want = jnp.einsum("xbd,nd->xbn", h_BxD, quant.dequantize(qm))
+  np.testing.assert_allclose(quant.quantized_scores(h_BxD, qm), want, rtol=1e-4, atol=1e-4)
 
 
 def test_low_rank_params_carry_logical_axes():
@@ -211,7 +224,7 @@ def test_lr_q_straight_through_reaches_a():
   # Straight-through: the gradient is that of a plain LR whose `a` is the quantized one.
   plain = approx.Approximator(approx.ApproxConfig(kind="lr", rank=r), n, d, "vocab",
                               rngs=nnx.Rngs(0))
-  plain.lr.load(approx.fake_quant(ap.lr.a[...], 4, 0), ap.lr.b[...])
+  plain.lr.load(quant.fake_quant(ap.lr.a[...], 4, 0), ap.lr.b[...])
   np.testing.assert_allclose(g_a, grad_fn(plain)["lr"]["a"][...], rtol=1e-4, atol=1e-7)
   # The forward value really is quantized (else the check above would be vacuous).
   assert not np.allclose(ap.scores(h_BxD), ap.lr(h_BxD), atol=1e-5)
@@ -257,7 +270,7 @@ def test_bytes_q_int4_is_a_quarter_of_dense_plus_exact_rows():
   q8 = cost.bytes_per_token("q", n, d, rank=0, bits=8, k_prime=kp, group_size=64)
   assert q8 == dense / 2 + n * (d // 64) * 4 + exact_rows
   # The formula counts what quantize() really stores.
-  qm = approx.quantize(jnp.ones((8, 64)), 4, 16)
+  qm = quant.quantize(jnp.ones((8, 64)), 4, 16)
   assert qm.nbytes == cost.bytes_per_token("q", 8, 64, 0, 4, 0, group_size=16)
 
 

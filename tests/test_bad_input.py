@@ -80,6 +80,9 @@ def _case(tmp, trained):
       "bad INIT": ("bench-latency", None, [*TINY, old, "INIT = 'zeros'"], "INIT='zeros'"),
       "post-hoc without a HiRE variant": ("train", None, [*TINY, run, f"POST_HOC_FROM = "
                                                           f"'{trained}'"], "no HiRE layer"),
+      "post-hoc HiRE-FFN on a dense FFN": ("train", [FFN], [*TINY, run, "ffn/ApproxConfig.rank = 4",
+                                                            f"POST_HOC_FROM = "
+                                                            f"'{trained}'"], "has a dense FFN"),
   }
 
 
@@ -89,7 +92,8 @@ CASES = sorted([
     "unknown top-k method", "group size not dividing F", "unknown activation", "zero steps",
     "negative steps", "zero batch", "mesh larger than devices", "sequence longer than the model",
     "unknown task", "missing vocabulary", "vocabulary larger than the model",
-    "checkpoint of another shape", "checkpoint of another vocabulary size",
+    "checkpoint of another shape", "post-hoc HiRE-FFN on a dense FFN",
+    "checkpoint of another vocabulary size",
     "MODEL_DIR not writable", "eval without checkpoints", "prompt longer than the context",
     "bad INIT", "generate prompt longer than the context", "generate without a prompt",
     "post-hoc without a HiRE variant"])

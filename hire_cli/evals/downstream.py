@@ -10,7 +10,7 @@ import seqio
 from absl import logging
 
 from hire_cli.lib import downstream_tasks, state
-from hire_cli.nn import softmax
+from hire_cli.nn import served, softmax
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import reporting
 
@@ -57,17 +57,13 @@ def make_score_fn(graphdef):
     if not cfg.has_hire:
       out["_hire"] = out[""]
     else:
-      hs_BxTxD = at_h(model.served(inputs_BxL)[0])
-      served_BxTxV = model.logits(hs_BxTxD).astype(jnp.float32)
-      if cfg.hire_softmax is not None:
-        cand_BxTxKp = model.head.candidates(hs_BxTxD)
-        slogp_BxT = softmax.scoring_log_probs(served_BxTxV, cand_BxTxKp, targets_BxT)
-        top1_BxT = softmax.served_top1(served_BxTxV, cand_BxTxKp)
+      s = served.forward(served.bind(graphdef, params), inputs_BxL, pos_BxT)
+      if s["cand"] is not None:
+        slogp_BxT = softmax.scoring_log_probs(s["logits"], s["cand"], targets_BxT)
       else:
-        slogp_BxT = jnp.take_along_axis(jax.nn.log_softmax(served_BxTxV, -1),
+        slogp_BxT = jnp.take_along_axis(jax.nn.log_softmax(s["logits"], -1),
                                         targets_BxT[..., None], -1)[..., 0]
-        top1_BxT = jnp.argmax(served_BxTxV, -1)
-      out["_hire"] = summarise(slogp_BxT, top1_BxT)
+      out["_hire"] = summarise(slogp_BxT, s["top1"])
     return {s: {"ll": ll_B, "greedy": g_B, "n": n_B} for s, (ll_B, g_B) in out.items()}
 
   return score

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from hire_cli.lib import data, sharding, state
-from hire_cli.nn import loss, softmax
+from hire_cli.nn import loss, served, softmax
 
 
 def make_eval_fn(graphdef, ks=(1, 8, 32)):
@@ -25,13 +25,12 @@ def make_eval_fn(graphdef, ks=(1, 8, 32)):
     if not cfg.has_hire:
       return out
     exact_top1_BxL = jnp.argmax(exact_BxLxV, -1)
-    hs_BxLxD, _ = model.served(inputs_BxL)  # FFN layers on their predicted groups
-    served_BxLxV = model.logits(hs_BxLxD)
+    out_served = served.forward(served.bind(graphdef, params), inputs_BxL)
+    served_BxLxV = out_served["logits"]
     if cfg.hire_ffn is not None:
       out["top1_agreement/ffn"] = jnp.mean(jnp.argmax(served_BxLxV, -1) == exact_top1_BxL)
     if cfg.hire_softmax is not None:
-      cand_BxLxKp = model.head.candidates(hs_BxLxD)
-      out.update(softmax.served_metrics(served_BxLxV, cand_BxLxKp, targets_BxL, ks,
+      out.update(softmax.served_metrics(served_BxLxV, out_served["cand"], targets_BxL, ks,
                                         exact_top1_BxL))
     else:
       out["served_loss"] = loss.cross_entropy(served_BxLxV, targets_BxL)[0]

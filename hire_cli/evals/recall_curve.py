@@ -5,8 +5,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from hire_cli.lib import data, sharding, state
+from hire_cli.lib import data, sharding
+from hire_cli.nn import served
 
 
 @functools.lru_cache(maxsize=None)
@@ -15,11 +17,11 @@ def _rank_fn(graphdef, k_max: int, kp_max: int):
   def ranks(params, inputs_BxL):
     """rank_BxLxK: where each of the exact top-k_max tokens sits in the approximator's order
     (kp_max when it is not among its top kp_max)."""
-    model = state.bind(graphdef, params)
-    h_BxLxD, _ = model(inputs_BxL)
+    model = served.bind(graphdef, params)
+    h_BxLxD, _ = model.served(inputs_BxL)  # what serving feeds the head (HiRE-FFN included)
     exact_BxLxV = model.logits(h_BxLxD).astype(jnp.float32)
     true_BxLxK = jax.lax.top_k(exact_BxLxV, k_max)[1]
-    approx_BxLxKp = jax.lax.top_k(model.head.approx_scores(h_BxLxD).astype(jnp.float32),
+    approx_BxLxKp = jax.lax.top_k(model.head.served_scores(h_BxLxD).astype(jnp.float32),
                                   kp_max)[1]
     match_BxLxKxKp = true_BxLxK[..., :, None] == approx_BxLxKp[..., None, :]
     first_BxLxK = jnp.argmax(match_BxLxKxKp, -1)
@@ -31,7 +33,7 @@ def softmax_recall_curve(graphdef, params, rows_NxL, batch_size: int, batches: i
                          k_primes, mesh, ks=(1, 8, 32)) -> dict:
   """{"k_prime": [...], "recall@k": [recall at each k'] for k in ks} on validation tokens: the
   fraction of the exact top-k found among the approximator's top-k' (exact candidate top-k)."""
-  vocab = state.bind(graphdef, params).cfg.vocab_size
+  vocab = nnx.merge(graphdef, params).cfg.vocab_size
   k_primes = sorted({min(int(kp), vocab) for kp in k_primes})
   ks = [k for k in ks if k <= vocab]
   ranks = _rank_fn(graphdef, max(ks), max(k_primes))

@@ -121,6 +121,18 @@ def check_compatible(meta: dict, model_cfg: ModelConfig, abstract_params, where:
         "and approximator settings it was trained with, or a new MODEL_DIR")
 
 
+def latest_meta(model_dir: str | pathlib.Path) -> dict | None:
+  """The JSON description saved with the newest checkpoint of `model_dir` (None if none)."""
+  if not (pathlib.Path(model_dir) / "checkpoints").is_dir():
+    return None
+  mgr = manager(model_dir)
+  try:
+    step = mgr.latest_step()
+    return None if step is None else read_meta(mgr, step)
+  finally:
+    mgr.close()
+
+
 def restore_params(model_dir: str | pathlib.Path, model: ModelConfig, mesh):
   """(step, graphdef, params) of the newest good checkpoint in `model_dir`, reading only the
   parameters (what eval, generate and bench need; the optimizer state stays on disk)."""

@@ -48,6 +48,10 @@ def _fns(graphdef, served: bool, top_k: int, temperature: float):
     h_Bx1xD, new_kv = forward(token_B[:, None], cache, index)
     return next_token(model, h_Bx1xD, served, key, top_k, temperature), new_kv
 
+  return prefill_fn, step_fn
+
+
+def _with_cache_write(prefill_fn, step_fn):
   def prefill(params, cache, prompt_BxL, key):
     token_B, new_kv = prefill_fn(params, cache, prompt_BxL, key)
     return token_B, write_cache(cache, new_kv, 0)
@@ -59,13 +63,23 @@ def _fns(graphdef, served: bool, top_k: int, temperature: float):
   return prefill, step
 
 
+def compiled_step(graphdef, params, cfg: ModelConfig, batch: int, served: bool):
+  """The decode step's program (greedy, one token per sequence) compiled for `batch` and a
+  cache of max_len: what `cost_analysis()` and `as_text()` are read from to check what a step
+  reads (tests/test_cost.py)."""
+  step_fn = _fns(graphdef, bool(served), 0, 0.0)[1]
+  cache = init_cache(cfg, batch)
+  return step_fn.lower(params, cache, jnp.zeros((batch,), jnp.int32), jnp.int32(1),
+                       jax.random.key(0)).compile()
+
+
 def prefill_and_step(graphdef, served: bool = False, top_k: int = 0, temperature: float = 0.0):
   """(prefill(params, cache, prompt_BxL, key) -> (token_B, cache),
       step(params, cache, token_B, index, key) -> (token_B, cache)); `served` takes the served
   path; temperature 0 is greedy (the key is then unused)."""
   if temperature < 0 or (temperature > 0 and top_k <= 0):
     raise ValueError("sampling needs temperature > 0 and top_k >= 1 (temperature 0 = greedy)")
-  return _fns(graphdef, bool(served), top_k, float(temperature))
+  return _with_cache_write(*_fns(graphdef, bool(served), top_k, float(temperature)))
 
 
 def generate(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int, *,

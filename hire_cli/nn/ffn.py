@@ -126,11 +126,22 @@ class HiReFfn(Ffn):
 
   # -- scores and candidates ------------------------------------------------------------------
 
-  def approx_group_scores(self, x_XxD, w_in_FxD=None):
-    """float32 approximate scores of the dynamic groups (static ones are never predicted)."""
+  def approx_group_scores(self, x_XxD, w_in_FxD):
+    """float32 approximate scores of the dynamic groups as trained (static ones are never
+    predicted); `w_in_FxD` is what kind "q" quantizes."""
+    kind = self.cfg.hire_ffn.approx.kind
+    return self._groups_of(self.approx.scores(x_XxD, w_in_FxD if kind == "q" else None))
+
+  def served_group_scores(self, x_XxD):
+    """The same from the approximator's serving tensors (`prepare_serving` first)."""
+    return self._groups_of(self.approx.served_scores(x_XxD))
+
+  def prepare_serving(self):
+    """The approximator's serving tensors, derived once from the trained `W_in`."""
+    self.approx.prepare_serving(self.w_in[...])
+
+  def _groups_of(self, pre_XxF):
     h, s = self.cfg.hire_ffn, self.sizes
-    w_FxD = self.w_in[...] if w_in_FxD is None else w_in_FxD
-    pre_XxF = self.approx.scores(x_XxD, w_FxD if h.approx.kind == "q" else None)
     if self.cfg.activation != "swiglu":
       pre_XxF = activate(pre_XxF, None, self.cfg.activation)
     pre_XxGxg = pre_XxF.reshape(*pre_XxF.shape[:-1], s.groups, h.group_size)
@@ -138,7 +149,7 @@ class HiReFfn(Ffn):
 
   def candidates(self, x_XxD):
     """Each token's k'_g candidate group ids (in [n_static, G))."""
-    _, idx_XxKp = topk.top_k(self.approx_group_scores(x_XxD), self.sizes.k_prime_g,
+    _, idx_XxKp = topk.top_k(self.served_group_scores(x_XxD), self.sizes.k_prime_g,
                              self.cfg.hire_ffn.topk_method)
     return idx_XxKp + self.sizes.n_static
 
@@ -149,7 +160,7 @@ class HiReFfn(Ffn):
     token casts one unit of vote and large-norm tokens do not drown the others; the votes are
     summed over the batch and the top `budget_g` groups win."""
     h = self.cfg.hire_ffn
-    s_BxLxGd = self.approx_group_scores(x_BxLxD)
+    s_BxLxGd = self.served_group_scores(x_BxLxD)
     votes_LxGd = jnp.sum(jax.nn.softmax(s_BxLxGd / h.temperature, axis=-1), axis=0)
     _, idx_LxBud = topk.top_k(votes_LxGd, self.sizes.budget_g, h.topk_method)
     return idx_LxBud + self.sizes.n_static

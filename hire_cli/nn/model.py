@@ -124,6 +124,15 @@ class Transformer(nnx.Module):
 
     return nnx.capture(run, nnx.Intermediate)(self)
 
+  def prepare_serving(self):
+    """Derives every HiRE layer's serving tensors from the trained weights (HIRE.md section 6):
+    once when a checkpoint is loaded for serving; `served` and `served_top_k` read only them and
+    the gathered rows or blocks of the exact matrices. A no-op when already prepared."""
+    layers = [b.ffn for b in self.blocks] + [self.head]
+    for layer in layers:
+      if hasattr(layer, "prepare_serving") and not layer.approx.serving_ready:
+        layer.prepare_serving()
+
   def _forward(self, tokens_BxL, cache, index, ffn_path: str):
     b, l = tokens_BxL.shape
     start = 0 if index is None else index

@@ -53,9 +53,17 @@ class HiReSoftmaxHead(DenseHead):
     w_VxD = jax.lax.stop_gradient(self.w[...])
     return self.approx.scores(jax.lax.stop_gradient(h_BxLxD), w_VxD)
 
+  def served_scores(self, h_BxLxD):
+    """Approximate scores from the approximator's serving tensors (`prepare_serving` first)."""
+    return self.approx.served_scores(h_BxLxD)
+
   def candidates(self, h_BxLxD):
-    """cand_BxLxKp: the k' vocabulary ids the approximator predicts."""
-    return topk.top_k(self.approx_scores(h_BxLxD), self.hc.k_prime, self.hc.topk_method)[1]
+    """cand_BxLxKp: the k' vocabulary ids the served approximator predicts."""
+    return topk.top_k(self.served_scores(h_BxLxD), self.hc.k_prime, self.hc.topk_method)[1]
+
+  def prepare_serving(self):
+    """The approximator's serving tensors, derived once from the trained head."""
+    self.approx.prepare_serving(self.w[...])
 
   def with_aux(self, h_BxLxD):
     """Exact logits; sows `hire_aux` {"loss": weighted distillation loss, "metrics":

@@ -21,7 +21,7 @@ import numpy as np
 from hire_cli import errors
 from hire_cli.evals import bandwidth, latency, topk_bench
 from hire_cli.lib import checkpoint, sharding, state
-from hire_cli.nn import config, cost, decode
+from hire_cli.nn import config, cost, decode, served
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import bench_report, reporting
 
@@ -143,6 +143,7 @@ def _runners(model: ModelConfig, model_dir: str, variants, init: str, seed: int,
   for v, cfg in cfgs.items():
     graphdef, abstract, _ = state.abstract_model(cfg)
     params = _subset(full_params, abstract)
+    graphdef, params = served.prepare(graphdef, params)  # the tensors a server keeps
     runners[v] = (cfg, params, *decode.prefill_and_step(graphdef, served=v != "dense"))
 
   return step, runners

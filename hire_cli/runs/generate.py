@@ -9,7 +9,7 @@ import numpy as np
 
 from hire_cli import errors
 from hire_cli.lib import checkpoint, data, sharding, tasks
-from hire_cli.nn import decode, ffn
+from hire_cli.nn import decode, ffn, served
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import reporting
 
@@ -41,6 +41,7 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
         f"max_len={model.max_len}; shorten the prompt or lower GENERATE_TOKENS")
   mesh = sharding.make_mesh(mesh_cfg)
   _, graphdef, params = checkpoint.restore_params(model_dir, model, mesh)
+  graphdef, params = served.prepare(graphdef, params)  # the tensors a HiRE server keeps
   prompt_1xL = np.asarray([ids], np.int32)
   has_hire = model.has_hire
 

@@ -127,7 +127,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     setup = state.create(model, opt, train_steps, seed, mesh, freeze_model=post_hoc)
     start = 0
     if post_hoc:
-      dense_cfg = dataclasses.replace(model, hire_softmax=None, hire_ffn=None)
+      dense_cfg = _post_hoc_source(post_hoc_from, model)
       dense_step, _, dense_params = checkpoint.restore_params(post_hoc_from, dense_cfg, mesh)
       setup.state["params"] = state.post_hoc_params(
           setup.graphdef, setup.state["params"], dense_params, setup.state_shardings["params"])
@@ -210,6 +210,21 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   final_step = int(jax.device_get(st["step"]))
   reporting.say(f"Finished at step {final_step}: train loss {last.get('loss', float('nan')):.6f}")
   return {"step": final_step, **last}
+
+
+def _post_hoc_source(post_hoc_from: str, model: ModelConfig) -> ModelConfig:
+  """The config of the run HiRE is added to: `model` without its HiRE-Softmax, and with the
+  FFN that run was trained with. A top-k FFN cannot be added to a dense FFN after the fact
+  without changing the model, so that is refused instead of done silently."""
+  meta = checkpoint.latest_meta(post_hoc_from)
+  trained_topk_ffn = bool(meta and meta.get("model", {}).get("hire_ffn"))
+  if model.hire_ffn is not None and not trained_topk_ffn:
+    raise errors.UserError(
+        f"POST_HOC_FROM={post_hoc_from} has a dense FFN, and HiRE-FFN needs a model pretrained "
+        "with the top-k FFN (making it top-k now would change the model); add HiRE-Softmax "
+        "alone (configs/variants/hire_softmax.gin) or train a hire_ffn variant from scratch")
+  return dataclasses.replace(model, hire_softmax=None,
+                             hire_ffn=model.hire_ffn if trained_topk_ffn else None)
 
 
 def _check_writable(workdir: pathlib.Path) -> None:
