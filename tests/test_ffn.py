@@ -277,3 +277,22 @@ def test_transformer_with_hire_ffn_sows_one_aux_per_layer():
   h_served = nnx.jit(lambda m, t: m.served(t)[0])(model, tokens)
   assert h_served.shape == h.shape and np.isfinite(_np(h_served)).all()
   assert not jax.tree.leaves(nnx.state(model, nnx.Intermediate))  # no forward leaves state
+
+
+@pytest.mark.parametrize("budget_factor", [1.0, 100.0])
+def test_shared_set_recall_is_reported_with_dynamic_overlap(budget_factor):
+  """Eval reports what serving uses: with dynamic overlap, the recall of the batch's one shared
+  set next to the per-token one (all groups shared: 1; one token's worth for 8 tokens: less)."""
+  from hire_cli.nn import loss
+  from hire_cli.nn.model import Transformer
+  cfg = _cfg(dynamic_overlap=True, batch_budget_factor=budget_factor)
+  model = Transformer(cfg, rngs=nnx.Rngs(0))
+  tokens_BxL = jnp.asarray(np.random.default_rng(0).integers(0, 97, (8, 6)), jnp.int32)
+  _, metrics = loss.collect_aux(model.logits_with_aux(tokens_BxL)[1])
+  shared, own = float(metrics["recall_shared/ffn@k"]), float(metrics["recall/ffn@k"])
+  if budget_factor > 10:
+    assert shared == 1.0
+  else:
+    assert shared < 1.0 and 0 < own < 1.0, (shared, own)
+  plain = Transformer(_cfg(), rngs=nnx.Rngs(0))
+  assert "recall_shared/ffn@k" not in loss.collect_aux(plain.logits_with_aux(tokens_BxL)[1])[1]

@@ -20,7 +20,7 @@ def make_eval_fn(graphdef, ks=(1, 8, 32)):
     exact_BxLxV, sown = model.logits_with_aux(inputs_BxL)
     out = {"loss": loss.cross_entropy(exact_BxLxV, targets_BxL)[0]}
     _, aux = loss.collect_aux(sown)
-    out.update({k: v for k, v in aux.items() if k.startswith("recall/ffn")})
+    out.update({k: v for k, v in aux.items() if k.startswith(("recall/ffn", "recall_shared/ffn"))})
     cfg = model.cfg
     if not cfg.has_hire:
       return out

@@ -159,8 +159,10 @@ class HiReFfn(Ffn):
     distillation temperature, the distribution the approximator is trained to match) so every
     token casts one unit of vote and large-norm tokens do not drown the others; the votes are
     summed over the batch and the top `budget_g` groups win."""
+    return self._shared_from(self.served_group_scores(x_BxLxD))
+
+  def _shared_from(self, s_BxLxGd):
     h = self.cfg.hire_ffn
-    s_BxLxGd = self.served_group_scores(x_BxLxD)
     votes_LxGd = jnp.sum(jax.nn.softmax(s_BxLxGd / h.temperature, axis=-1), axis=0)
     _, idx_LxBud = topk.top_k(votes_LxGd, self.sizes.budget_g, h.topk_method)
     return idx_LxBud + self.sizes.n_static
@@ -195,11 +197,13 @@ class HiReFfn(Ffn):
                                              jax.lax.stop_gradient(self.w_in[...]))
     loss = approx.distill_loss(approx_BxLxGd, exact_BxLxG[..., s.n_static:], h.temperature)
     _, cand_BxLxKp = topk.top_k(jax.lax.stop_gradient(approx_BxLxGd), s.k_prime_g, h.topk_method)
-    rec = topk.recall(cand_BxLxKp, top_BxLxK)
-    self.sow(nnx.Intermediate, "hire_aux", {
-        "loss": h.loss_weight * loss,
-        "metrics": {"recall@k": rec, "approx_loss": jax.lax.stop_gradient(loss)},
-    })
+    metrics = {"recall@k": topk.recall(cand_BxLxKp, top_BxLxK),
+               "approx_loss": jax.lax.stop_gradient(loss)}
+    if self.dynamic_overlap:  # what serving uses: one set per position for the whole batch
+      shared_LxBud = self._shared_from(jax.lax.stop_gradient(approx_BxLxGd)) - s.n_static
+      shared_BxLxBud = jnp.broadcast_to(shared_LxBud, (*top_BxLxK.shape[:2], s.budget_g))
+      metrics["recall_shared@k"] = topk.recall(shared_BxLxBud, top_BxLxK)
+    self.sow(nnx.Intermediate, "hire_aux", {"loss": h.loss_weight * loss, "metrics": metrics})
     return y_BxLxD
 
   # -- inference path -------------------------------------------------------------------------

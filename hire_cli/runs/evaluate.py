@@ -27,7 +27,8 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   step, graphdef, params = checkpoint.restore_params(model_dir, model, mesh)
   val_rows = data.load_rows(data_cfg, "validation")
   reporting.say(f"Evaluating {model_dir} at step {step}: validation loss and recall ...")
-  found = metrics_lib.mean_metrics(metrics_lib.make_eval_fn(graphdef), params, val_rows, batch_size, eval_batches, mesh)
+  found = metrics_lib.mean_metrics(metrics_lib.make_eval_fn(graphdef), params, val_rows,
+                                   batch_size, eval_batches, mesh)
   n_batches = len(data.eval_batches(val_rows, batch_size, eval_batches))
   metrics = {"step": int(step), "loss": found.pop("loss"),
              "eval_tokens": n_batches * batch_size * data_cfg.seq_len}

@@ -180,8 +180,8 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
       if should_save:
         last = flush(*pending)  # never checkpoint a non-finite state
       if eval_every and done % eval_every == 0:
-        found = val_metrics.mean_metrics(eval_fn, st["params"], val_rows, batch_size, eval_batches,
-                                      mesh)
+        found = val_metrics.mean_metrics(eval_fn, st["params"], val_rows, batch_size,
+                                         eval_batches, mesh)
         val = found["loss"]
         writer.write_scalars(done, {f"eval/{k}": v for k, v in found.items()})
         reporting.append_jsonl(history, {"step": done, **{f"eval/{k}": v for k, v in found.items()}})
