@@ -28,8 +28,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x tests
 
+# Dense against HiRE-Softmax, HiRE-FFN and HiRE, each with the LR, Q (int4) and LR+Q approximator,
+# on the 1b model (random weights) with its 32k vocabulary and with a 256k one, batch 1 and 8.
+BENCH_KINDS := --gin.BENCH_APPROX_KINDS="['lr','q4','lr_q']" \
+    --gin.BENCH_VARIANTS="['dense','hire_softmax','hire_ffn','hire']"
 bench: $(STAMP)
-	$(BIN)/hire bench-latency --gin_file=configs/experiments/1b_dense.gin
+	$(BIN)/hire bench-latency --gin_file=configs/experiments/1b_dense.gin $(BENCH_KINDS)
+	$(BIN)/hire bench-latency --gin_file=configs/experiments/1b_256k_dense.gin $(BENCH_KINDS)
 
 # Dense vs HiRE-Softmax vs HiRE-FFN vs HiRE on the small model: train, eval, compare, bench,
 # then docs/results.md (~90 min on 2 CPU cores). QUICK=1: tiny model, 60 steps (~30 min today).

@@ -75,3 +75,20 @@ def test_unconfigured_variants_are_sized_to_the_model():
   own = dataclasses.replace(TINY, hire_ffn=dataclasses.replace(
       config.default_hire_ffn(TINY), n_static=1))
   assert bench.variant_configs(own, ["hire_ffn"])["hire_ffn"].hire_ffn.n_static == 1
+
+
+def test_every_approximator_kind_is_timed_on_shared_weights(tmp_path):
+  """BENCH_APPROX_KINDS: each HiRE variant once per kind, each from its serving tensors."""
+  result = bench.bench_latency(model_dir=str(tmp_path), model=TINY,
+                               mesh_cfg=sharding.MeshConfig(), init="random",
+                               variants=["dense", "hire_softmax", "hire_ffn"], batch_sizes=[1],
+                               context_lens=[8], decode_steps=2, warmup_steps=1, repeats=1,
+                               approx_kinds=["lr", "q4", "lr_q"])
+  got = [c["variant"] for c in result["cases"]]
+  assert got == ["dense"] + [f"{v}@{k}" for v in ("hire_softmax", "hire_ffn")
+                             for k in ("lr", "q4", "lr_q")], got
+  by = {c["variant"]: c["weight_bytes_per_step"] for c in result["cases"]}
+  # int4 W: an eighth of float32 W's bytes, plus scales and the exact rows.
+  assert by["hire_softmax@q4"] < by["dense"] and by["hire_softmax@lr_q"] < by["hire_softmax@lr"]
+  with pytest.raises(errors.UserError, match="approximator kind"):
+    bench.variant_configs(TINY, ["hire@q3"])

@@ -30,8 +30,11 @@ def test_experiment_parses_and_builds_its_model(path):
   assert isinstance(cfg, ModelConfig), cfg
 
   # The file name says the variant: <size>_<variant>.gin.
-  size, _, variant = path.stem.partition("_")
-  assert (paths.REPO_ROOT / "configs" / "models" / f"{size}.gin").is_file(), size
+  sizes = sorted((m.stem for m in (paths.REPO_ROOT / "configs" / "models").glob("*.gin")),
+                 key=len, reverse=True)
+  size = next((s for s in sizes if path.stem.startswith(s + "_")), None)
+  assert size is not None, f"{path.name} does not start with a configs/models/ size"
+  variant = path.stem[len(size) + 1:]
   assert variant == "dense" or variant.startswith("hire"), variant
   wants_softmax = variant.startswith("hire") and "ffn" not in variant
   wants_ffn = variant.startswith("hire") and "softmax" not in variant

@@ -34,25 +34,44 @@ LAYERS = {"dense": set(), "hire_softmax": {"softmax"}, "hire_ffn": {"ffn"},
           "hire_overlap": {"softmax", "ffn"}}
 
 
+# Approximator kinds a variant can be timed with, as `VARIANT@KIND` (e.g. "hire_ffn@q4").
+APPROX_KINDS = {"lr": {"kind": "lr"}, "q4": {"kind": "q", "bits": 4},
+                "q8": {"kind": "q", "bits": 8}, "lr_q": {"kind": "lr_q", "bits": 4}}
+
+
 def variant_configs(model: ModelConfig, variants) -> dict:
   """ModelConfig per variant: the configured HiRE layers, or ones sized to the model
-  (config.default_hire_softmax / default_hire_ffn) when the run has none."""
-  sm = model.hire_softmax or config.default_hire_softmax(model)
-  ff = model.hire_ffn or config.default_hire_ffn(model)
-  shared = dataclasses.replace(ff, dynamic_overlap=True)
-  table = {"dense": (None, None), "hire_softmax": (sm, None), "hire_ffn": (None, ff),
-           "hire": (sm, ff), "hire_ffn_overlap": (None, shared), "hire_overlap": (sm, shared)}
-  unknown = [v for v in variants if v not in table]
-  if unknown:
-    raise errors.UserError(f"unknown variant(s) {unknown}; choose from {list(table)}")
-  return {v: dataclasses.replace(model, hire_softmax=table[v][0], hire_ffn=table[v][1])
-          for v in variants}
+  (config.default_hire_softmax / default_hire_ffn) when the run has none; `VARIANT@KIND` sets
+  both layers' approximator kind."""
+  out = {}
+  for v in variants:
+    base, _, kind = v.partition("@")
+    sm = model.hire_softmax or config.default_hire_softmax(model)
+    ff = model.hire_ffn or config.default_hire_ffn(model)
+    if kind:
+      if kind not in APPROX_KINDS:
+        raise errors.UserError(f"approximator kind {kind!r} in {v!r}; use one of "
+                               f"{list(APPROX_KINDS)}")
+      sm = dataclasses.replace(sm, approx=dataclasses.replace(sm.approx, **APPROX_KINDS[kind]))
+      ff = dataclasses.replace(ff, approx=dataclasses.replace(ff.approx, **APPROX_KINDS[kind]))
+    shared = dataclasses.replace(ff, dynamic_overlap=True)
+    table = {"dense": (None, None), "hire_softmax": (sm, None), "hire_ffn": (None, ff),
+             "hire": (sm, ff), "hire_ffn_overlap": (None, shared), "hire_overlap": (sm, shared)}
+    if base not in table or (kind and base == "dense"):
+      raise errors.UserError(f"unknown variant {v!r}; choose from {list(table)}, HiRE ones "
+                             f"optionally as VARIANT@KIND with KIND in {list(APPROX_KINDS)}")
+    out[v] = dataclasses.replace(model, hire_softmax=table[base][0], hire_ffn=table[base][1])
+  return out
 
 
-def _subset(params, like):
+def _subset(params, like, where=""):
   """The entries of `params` that the variant's abstract params `like` has (arrays shared)."""
   if isinstance(like, dict):
-    return {k: _subset(params[k], v) for k, v in like.items()}
+    if not isinstance(params, dict) or not set(like) <= set(params):
+      raise errors.UserError(f"the weights have no {where or 'params'}/{sorted(set(like))}: "
+                             "this approximator kind needs its trained parameters; use "
+                             "INIT=random or the run's own kind")
+    return {k: _subset(params[k], v, f"{where}/{k}") for k, v in like.items()}
   return params
 
 
@@ -60,20 +79,25 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
                   batch_size: int = 1, context_len: int = 64, decode_steps: int = 32,
                   warmup_steps: int = 3, init: str = "checkpoint", seed: int = 0,
                   variants=None, batch_sizes=None, context_lens=None, repeats: int = 3,
-                  topk_microbench: bool = False) -> dict:
+                  approx_kinds=None, topk_microbench: bool = False) -> dict:
   """Median ms per decode step for each variant x batch size x context length.
 
   `variants` defaults to the configured variant alone (with a checkpoint) or all four (random
   init). init="random" needs no checkpoint: latency does not depend on the weights' values.
   `topk_microbench` also times the candidate-selection operators (exact, two-stage,
   approx_max_k, and DA-TOP-k vs gather-then-top-k over the mesh's model axis) and adds them
-  under "topk_microbench". Writes MODEL_DIR/bench/latency.json and latency.png."""
+  under "topk_microbench". `approx_kinds` (e.g. ["lr", "q4", "lr_q"]) times every HiRE variant
+  once per approximator kind (`VARIANT@KIND`). Writes MODEL_DIR/bench/latency.json and
+  latency.png."""
   if init not in ("checkpoint", "random"):
     raise errors.UserError(f"INIT={init!r}; use \"checkpoint\" or \"random\"")
   batch_sizes = list(batch_sizes or [batch_size])
   context_lens = list(context_lens or [context_len])
   variants = list(variants) if variants is not None else _default_variants(
       model, init, max(batch_sizes))
+  if approx_kinds:
+    variants = [v if v == "dense" else f"{v}@{k}" for v in variants
+                for k in (approx_kinds if v != "dense" else [None])]
   for ctx in context_lens:
     if ctx + warmup_steps + decode_steps > model.max_len:
       raise errors.UserError(
@@ -130,11 +154,12 @@ def _runners(model: ModelConfig, model_dir: str, variants, init: str, seed: int,
   cfgs = variant_configs(model, variants)
   step = None
   if init == "random":  # one set of weights with every approximator; variants take subsets
-    full_cfg = variant_configs(model, ["hire"])["hire"]
+    # Low-rank factors serve lr and lr_q; q derives its tensors from W.
+    full_cfg = variant_configs(model, ["hire@lr"])["hire@lr"]
     _, full_params = state.init_params(full_cfg, seed, mesh)
   else:
     own = LAYERS[_own_variant(model)]  # the run's trained HiRE layers (hire: all variants)
-    missing = [v for v in variants if not LAYERS.get(v, set()) <= own]
+    missing = [v for v in variants if not LAYERS.get(v.partition("@")[0], set()) <= own]
     if missing:
       raise errors.UserError(f"variants {missing} have no trained approximators in {model_dir}; "
                              "use INIT=random to time every variant")
@@ -150,7 +175,7 @@ def _runners(model: ModelConfig, model_dir: str, variants, init: str, seed: int,
 
 
 def _union(variants) -> set:
-  return set().union(*(LAYERS[v] for v in variants))
+  return set().union(*(LAYERS[v.partition("@")[0]] for v in variants))
 
 
 def _own_variant(model: ModelConfig) -> str:
