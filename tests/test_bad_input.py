@@ -80,6 +80,32 @@ def _case(tmp, trained):
       "bad INIT": ("bench-latency", None, [*TINY, old, "INIT = 'zeros'"], "INIT='zeros'"),
       "post-hoc without a HiRE variant": ("train", None, [*TINY, run, f"POST_HOC_FROM = "
                                                           f"'{trained}'"], "no HiRE layer"),
+      # Issue 20's traceback cases: each one line and exit 2, nothing written.
+      "unclosed gin expression": ("train", None, [*TINY, run, "TRAIN_STEPS = ((("], "bad gin"),
+      "steps not a number": ("train", None, [*TINY, run, "TRAIN_STEPS = 'abc'"], "integer"),
+      "steps a float": ("train", None, [*TINY, run, "TRAIN_STEPS = 1e12"], "integer"),
+      "negative sequence length": ("train", None, [*TINY, run, "SEQ_LEN = -1"], "positive"),
+      "checkpoint every 0 steps": ("train", None, [*TINY, run, "CHECKPOINT_EVERY = 0"],
+                                   "CHECKPOINT_EVERY=0"),
+      "learning rate not a number": ("train", None, [*TINY, run, "LEARNING_RATE = 'abc'"],
+                                     "learning_rate='abc' must be a number"),
+      "model not a config": ("train", None, [*TINY, run, "MODEL = 'abc'"], "ModelConfig"),
+      "fractional batch": ("train", None, [*TINY, run, "BATCH_SIZE = 2.5"], "BATCH_SIZE=2.5"),
+      "empty MODEL_DIR": ("train", None, [*TINY, "MODEL_DIR = ''"], "MODEL_DIR is empty"),
+      "dtype change on resume": ("train", None, [*TINY, old,
+                                                 "ModelConfig.param_dtype = 'bfloat16'"],
+                                 "param_dtype"),
+      "top-k over the vocabulary": ("generate", None, [*TINY, old, "TOP_K = 100000",
+                                                       "generate_text.prompt = 'Hi'"], "TOP_K"),
+      "zero decode steps": ("bench-latency", None, [*TINY, old, "DECODE_STEPS = 0"],
+                            "DECODE_STEPS=0"),
+      "zero eval batch": ("eval", None, [*TINY, old, "BATCH_SIZE = 0"], "BATCH_SIZE=0"),
+      "zero eval batches": ("eval", None, [*TINY, old, "EVAL_BATCHES = 0"], "EVAL_BATCHES=0"),
+      "eval longer than the model": ("eval", None, [*TINY, old, "SEQ_LEN = 4096"], "SEQ_LEN"),
+      "bench batch 0": ("bench-latency", None, [*TINY, old, "BENCH_BATCHES = [0]"],
+                        "BENCH_BATCHES"),
+      "bench no batches": ("bench-latency", None, [*TINY, old, "BENCH_BATCHES = []"],
+                           "BENCH_BATCHES"),
       "post-hoc HiRE-FFN on a dense FFN": ("train", [FFN], [*TINY, run, "ffn/ApproxConfig.rank = 4",
                                                             f"POST_HOC_FROM = "
                                                             f"'{trained}'"], "has a dense FFN"),
@@ -96,11 +122,17 @@ CASES = sorted([
     "checkpoint of another vocabulary size",
     "MODEL_DIR not writable", "eval without checkpoints", "prompt longer than the context",
     "bad INIT", "generate prompt longer than the context", "generate without a prompt",
-    "post-hoc without a HiRE variant"])
+    "post-hoc without a HiRE variant", "unclosed gin expression", "steps not a number",
+    "steps a float", "negative sequence length", "checkpoint every 0 steps",
+    "learning rate not a number", "model not a config", "fractional batch", "empty MODEL_DIR",
+    "dtype change on resume", "top-k over the vocabulary", "zero decode steps",
+    "zero eval batch", "zero eval batches", "eval longer than the model", "bench batch 0",
+    "bench no batches"])
 
 
 def _snapshot(run: pathlib.Path):
-  return {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
+  """Every file of a run folder: a refused run changes none (eval/, bench/ included)."""
+  return {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -112,7 +144,8 @@ def test_bad_input(name, tmp_path, trained, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith(f"hire {command}: error:"), err
   assert fragment in err[0], err[0]
-  assert _snapshot(trained) == before, "a bad run touched an existing checkpoint"
+  assert _snapshot(trained) == before, "a bad run touched an existing run folder"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"], "a refused run wrote files"
 
 
 def test_empty_dataset(tmp_path, monkeypatch, capsys):
@@ -144,7 +177,7 @@ def test_disk_full_while_saving(trained, monkeypatch, capsys, tmp_path):
   import shutil
   run = tmp_path / "run"
   shutil.copytree(trained, run)
-  before = _snapshot(run)
+  before = _snapshot(run / "checkpoints")
 
   def full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
@@ -153,4 +186,4 @@ def test_disk_full_while_saving(trained, monkeypatch, capsys, tmp_path):
   assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{run}'", "TRAIN_STEPS = 4"]) == 2
   err = capsys.readouterr().err
   assert "No space left on device" in err and "resumes from step 2" in err
-  assert _snapshot(run) == before
+  assert _snapshot(run / "checkpoints") == before

@@ -45,3 +45,37 @@ def test_imports_go_one_way(path):
 def test_modules_are_short(path):
   n = len(path.read_text().splitlines())
   assert n <= MAX_LINES, f"{path} has {n} lines; split it by idea (at most {MAX_LINES})"
+
+
+def test_bench_and_generate_import_no_input_pipeline():
+  """Accelerator hosts may have JAX but not TensorFlow or seqio: `hire bench-latency` and
+  `hire generate` must import without them."""
+  import subprocess
+  import sys
+  code = ("import sys, hire_cli.runs.bench, hire_cli.runs.generate, hire_cli.evals.latency; "
+          "print(sorted(m for m in ('tensorflow', 'seqio', 'tensorflow_datasets') "
+          "if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_bench_latency_runs_where_tensorflow_is_missing(tmp_path):
+  """On a host without TensorFlow and seqio, `hire bench-latency` runs and `hire train` says
+  what is missing (exit 2) instead of failing to start."""
+  import subprocess
+  import sys
+  code = f"""
+import sys
+for m in ("tensorflow", "seqio", "tensorflow_datasets", "tensorflow_text", "clu"):
+  sys.modules[m] = None  # importing them raises ImportError, as where they are not installed
+from hire_cli.cli import runner
+tiny = ["ModelConfig.d_model = 16", "ModelConfig.n_layers = 1", "ModelConfig.vocab_size = 512",
+        "INIT = 'random'", "DECODE_STEPS = 2", "BENCH_REPEATS = 1", "CONTEXT_LEN = 8",
+        "MODEL_DIR = '{tmp_path}'"]
+print("bench", runner.execute("bench-latency", None, tiny))
+print("train", runner.execute("train", None, tiny))
+"""
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert "bench 0" in out.stdout and "train 2" in out.stdout, out.stdout + out.stderr
+  assert "needs the input pipeline" in out.stderr, out.stderr
+  assert (tmp_path / "bench" / "latency.json").is_file()

@@ -7,8 +7,10 @@ COMMANDS = {
     "train": ("train", "Pretrain (or resume) a model in MODEL_DIR from gin configs.", """\
       Trains until TRAIN_STEPS, checkpointing every CHECKPOINT_EVERY steps with Orbax; run it
       again on the same MODEL_DIR with a larger TRAIN_STEPS and it resumes from the latest step.
-      SIGTERM saves a checkpoint and exits 0. Writes MODEL_DIR/config.gin and TensorBoard logs
-      in MODEL_DIR/tb."""),
+      SIGTERM saves a checkpoint and exits 0; Ctrl-C saves one and exits 130. Writes
+      MODEL_DIR/config.gin and TensorBoard logs in MODEL_DIR/tb; holds MODEL_DIR/.lock (one
+      trainer per folder). --dry_run checks every setting and prints what the run would do,
+      writing nothing."""),
     "eval": ("evaluate", "Evaluate the latest checkpoint of MODEL_DIR.", """\
       One report: validation loss and perplexity (exact, and served by HiRE), downstream
       accuracy on the shipped tasks (exact and HiRE; DOWNSTREAM=False skips it), top-k recall

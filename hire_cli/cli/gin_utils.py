@@ -6,14 +6,16 @@ are made configurable here (as in T5X)."""
 import difflib
 import pathlib
 import re
+import tokenize
 
 import gin
+from absl import logging
 
 from hire_cli import errors, paths
-from hire_cli.lib import data, optimizer, sharding
+from hire_cli.lib import data_config, optimizer, sharding
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
-from hire_cli.runs import bench, evaluate, generate, train
+from hire_cli.runs import bench, generate
 
 CONFIGS_DIR = paths.REPO_ROOT / "configs"
 DEFAULT_EXPERIMENT = "configs/experiments/tiny_dense.gin"
@@ -29,14 +31,32 @@ def register() -> None:
   gin.external_configurable(HiReSoftmaxConfig, "HiReSoftmaxConfig")
   gin.external_configurable(HiReFfnConfig, "HiReFfnConfig")
   gin.external_configurable(ApproxConfig, "ApproxConfig")
-  gin.external_configurable(data.DataConfig, "DataConfig")
+  gin.external_configurable(data_config.DataConfig, "DataConfig")
   gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
   gin.external_configurable(sharding.MeshConfig, "MeshConfig")
-  gin.external_configurable(train.train, "train")
-  gin.external_configurable(evaluate.evaluate, "evaluate")
+  for name, module in (("train", "train"), ("evaluate", "evaluate")):
+    gin.external_configurable(_needs_input_pipeline(name, module), name)
   gin.external_configurable(bench.bench_latency, "bench_latency")
   gin.external_configurable(generate.generate_text, "generate_text")
   _registered = True
+
+
+def _needs_input_pipeline(name: str, module: str):
+  """`train` and `evaluate` read data through TensorFlow and seqio, which an accelerator host may
+  lack; bench-latency and generate need neither. Without them, the entry is a stand-in that
+  takes the same bindings and says what is missing."""
+  try:
+    import importlib
+    return getattr(importlib.import_module(f"hire_cli.runs.{module}"), name)
+  except ImportError as e:
+    missing = e.name
+
+    def unavailable(**_):
+      raise errors.UserError(f"hire {'eval' if name == 'evaluate' else name} needs the input "
+                             f"pipeline, and {missing} is not installed here; install the "
+                             "package (pip install .) or run it on a host that has it")
+    unavailable.__name__ = name
+    return unavailable
 
 
 def _resolve(path: str) -> str:
@@ -63,10 +83,16 @@ def parse(gin_files: list[str] | None, bindings: list[str] | None) -> None:
   gin.clear_config()
   gin.add_config_file_search_path(str(paths.REPO_ROOT))
   files = [_resolve(f) for f in (*RUN_FILES, *(gin_files or [DEFAULT_EXPERIMENT]))]
+  # gin tries each include relative to the working directory before the search path and logs
+  # "Path not found" for every miss; the include is found, so the line only alarms.
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.FATAL)
   try:
     gin.parse_config_files_and_bindings(files, bindings or [], finalize_config=False)
-  except (ValueError, KeyError, SyntaxError, IOError) as e:
+  except (ValueError, KeyError, SyntaxError, IOError, tokenize.TokenError, TypeError) as e:
     raise errors.UserError(f"bad gin config: {_one_line(e)}") from None
+  finally:
+    logging.set_verbosity(verbosity)
   _check_macros_read()
 
 
@@ -127,7 +153,7 @@ def _one_line(e: Exception) -> str:
   text = " ".join(str(e).split())
   m = re.search(r"No configurable matching '([^']+)'", text)
   if m:
-    return f"unknown gin name {m.group(1)!r}; check the spelling (configurables: ModelConfig, "\
-           "HiReSoftmaxConfig, HiReFfnConfig, ApproxConfig, DataConfig, OptimizerConfig, MeshConfig, "\
-           "train, evaluate, bench_latency)"
+    return (f"unknown gin name {m.group(1)!r}; check the spelling (configurables: ModelConfig, "
+            "HiReSoftmaxConfig, HiReFfnConfig, ApproxConfig, DataConfig, OptimizerConfig, "
+            "MeshConfig, train, evaluate, bench_latency, generate_text)")
   return text[:400]

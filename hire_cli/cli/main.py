@@ -16,6 +16,8 @@ flags.DEFINE_multi_string("gin_bindings", None, "Gin bindings, e.g. 'TRAIN_STEPS
                           "Shorthand: --gin.TRAIN_STEPS=100")
 flags.DEFINE_string("prompt", None, "hire generate: the text to continue.")
 flags.DEFINE_bool("compare", False, "hire generate: dense and HiRE greedy outputs side by side.")
+flags.DEFINE_bool("dry_run", False, "hire train: check every setting against the model, data, "
+                  "mesh and checkpoints, print what the run would do, write nothing.")
 flags.DEFINE_string("coordinator_address", None, "Multi-process run: host:port of process 0's "
                     "coordinator (jax.distributed); every process passes the same address.")
 flags.DEFINE_integer("num_processes", None, "Multi-process run: how many processes take part.")
@@ -32,8 +34,11 @@ def main(argv):
   except (RuntimeError, ValueError) as e:
     _fail(argv[1], f"could not join the multi-process run ({runner.one_line(e)}); check "
           "--coordinator_address, --num_processes and --process_id")
+  if FLAGS.dry_run and argv[1] != "train":
+    _fail(argv[1], "--dry_run is a flag of `hire train`")
   sys.exit(runner.execute(argv[1], FLAGS.gin_file, FLAGS.gin_bindings, prompt=FLAGS.prompt,
-                          compare=FLAGS.compare))
+                          compare=FLAGS.compare if argv[1] == "generate" else None,
+                          dry_run=FLAGS.dry_run))
 
 
 def _fail(command, msg: str) -> None:

@@ -1,7 +1,9 @@
 """Runs one command: gin parsed, the entry function called, every failure one line and an exit
 code (2 bad input, 1 a training fault such as a non-finite loss)."""
 
+import os
 import sys
+import traceback
 
 
 def one_line(e: Exception) -> str:
@@ -10,9 +12,14 @@ def one_line(e: Exception) -> str:
 
 
 def execute(command: str, gin_files=None, gin_bindings=None, *, prompt: str | None = None,
-            compare: bool | None = None) -> int:
+            compare: bool | None = None, dry_run: bool = False) -> int:
   """Runs `hire COMMAND` (not compare) with the given gin files and bindings; returns the exit
-  code. `prompt` and `compare` are generate's flags (None: left to gin)."""
+  code: 0, 2 for bad input (a full disk and permissions included), 1 for a training fault, 130
+  for Ctrl-C. One line on stderr, no traceback, unless HIRE_VERBOSE=1. `prompt` and `compare`
+  are generate's flags (None: left to gin); `dry_run` checks a train run without running it."""
+  from hire_cli import quiet
+  if command in ("train", "eval"):  # the commands that read data through TensorFlow
+    quiet.load_tensorflow()
   import gin
 
   from hire_cli import errors
@@ -26,14 +33,31 @@ def execute(command: str, gin_files=None, gin_bindings=None, *, prompt: str | No
       gin.bind_parameter("generate_text.prompt", prompt)
     if command == "generate" and compare is not None:
       gin.bind_parameter("generate_text.compare", compare)
+    if dry_run:
+      gin.bind_parameter(f"{commands.COMMANDS[command][0]}.dry_run", True)
     gin_utils.call(commands.COMMANDS[command][0])
   except errors.UserError as e:
-    print(f"hire {command}: error: {one_line(e)}", file=sys.stderr)
-    return 2
+    return _fail(command, one_line(e), 2)
   except FloatingPointError as e:
-    print(f"hire {command}: error: {one_line(e)}", file=sys.stderr)
-    return 1
+    return _fail(command, one_line(e), 1)
+  except (errors.Interrupted, KeyboardInterrupt) as e:
+    return _fail(command, one_line(e) or "interrupted", 130)
+  except OSError as e:  # the disk or the file system refused: not a fault of the program
+    return _fail(command, f"{e.strerror or e} ({getattr(e, 'filename', '') or 'I/O'}); free "
+                 "space or fix permissions, then rerun", 2)
+  except Exception as e:  # noqa: BLE001 - a bug: one line unless the user asks for more
+    if os.environ.get("HIRE_VERBOSE"):
+      raise
+    return _fail(command, f"internal error {type(e).__name__}: {one_line(e)[:300]} (rerun with "
+                 "HIRE_VERBOSE=1 for the traceback, and please report it)", 1)
   return 0
+
+
+def _fail(command: str, msg: str, code: int) -> int:
+  if os.environ.get("HIRE_VERBOSE"):
+    traceback.print_exc()
+  print(f"hire {command}: error: {msg}", file=sys.stderr)
+  return code
 
 
 def compare(args: list[str], command: str = "compare") -> int:

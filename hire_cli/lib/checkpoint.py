@@ -1,7 +1,9 @@
 """Orbax checkpoints of the train state, with a JSON sidecar describing the model and data.
 
 Layout: MODEL_DIR/checkpoints/<step>/{state,meta}. Saves are atomic (Orbax writes to a temporary
-folder and renames), so a crash mid-save leaves the previous checkpoints intact.
+folder and renames), so a crash mid-save leaves the previous checkpoints intact. Each save records
+a checksum of every array (`meta["checksums"]`), checked when it is restored: a checkpoint whose
+bytes changed on disk, or that holds non-finite values, is skipped for the previous good one.
 """
 
 import dataclasses
@@ -10,6 +12,7 @@ import shutil
 import time
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from hire_cli import errors
@@ -25,9 +28,60 @@ def manager(model_dir: str | pathlib.Path, *, max_to_keep: int = 3) -> ocp.Check
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
+  meta = {**meta, "checksums": checksums(state)}
   mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                          meta=ocp.args.JsonSave(meta)), force=True)
   mgr.wait_until_finished()
+
+
+def _word_sum(x):
+  """uint32 sum of the array's 32-bit words, each times an odd weight set by its position: any
+  change of one word changes it (odd weights are invertible mod 2^32)."""
+  x = jnp.asarray(x)
+  if x.dtype.itemsize == 4:
+    u = jax.lax.bitcast_convert_type(x, jnp.uint32)
+  elif x.dtype.itemsize == 2:
+    u = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+  elif x.dtype.itemsize == 8:
+    u = jax.lax.bitcast_convert_type(x, jnp.uint32)  # a trailing axis of two words
+  else:
+    u = x.astype(jnp.uint32)
+  pos = jnp.arange(u.size, dtype=jnp.uint32).reshape(u.shape)
+  return jnp.sum(u * (pos * jnp.uint32(2654435761) | jnp.uint32(1)), dtype=jnp.uint32)
+
+
+@jax.jit
+def _digest(tree):
+  finite = jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.floating)
+                        else jnp.bool_(True), tree)
+  return jax.tree.map(_word_sum, tree), finite
+
+
+def _flat(tree) -> dict:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): v
+          for path, v in leaves}
+
+
+def checksums(state) -> dict:
+  """{"params/embed": word checksum, ...} of every array of `state`."""
+  sums, _ = jax.device_get(_digest(state))
+  return {k: int(v) for k, v in _flat(sums).items()}
+
+
+def verify(state, meta: dict) -> str | None:
+  """Why `state` (restored with `meta`) is not what was saved, or None when it is: a checksum
+  that differs, or a non-finite value. Checkpoints without checksums are only checked for
+  non-finite values."""
+  sums, finite = jax.device_get(_digest(state))
+  saved = meta.get("checksums", {})
+  bad = [k for k, v in _flat(sums).items() if k in saved and int(v) != saved[k]]
+  if bad:
+    return f"checksum mismatch in {len(bad)} array(s), e.g. {bad[0]}"
+  nonfinite = [k for k, v in _flat(finite).items() if not v]
+  if nonfinite:
+    return f"non-finite values in {len(nonfinite)} array(s), e.g. {nonfinite[0]}"
+  return None
 
 
 def read_meta(mgr: ocp.CheckpointManager, step: int) -> dict:
@@ -46,8 +100,10 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_state, *, partial: b
   return mgr.restore(step, args=ocp.args.Composite(state=args))["state"]
 
 
+# What a checkpoint must share with the config it is restored into (HiRE knobs may differ);
+# a different param_dtype would be cast silently on restore.
 SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "activation",
-                "tie_embeddings")
+                "tie_embeddings", "param_dtype")
 
 
 def param_shapes(params) -> dict:
@@ -58,10 +114,10 @@ def param_shapes(params) -> dict:
 
 def _set_aside(mgr: ocp.CheckpointManager, step: int, why: str) -> None:
   """Moves a damaged checkpoint to MODEL_DIR/damaged_checkpoints/ (kept for inspection, out of
-  the way of the save that will redo its step)."""
+  the way of the save that will redo its step). Only `hire train` does this."""
   src = pathlib.Path(mgr.directory) / str(step)
-  print(f"WARNING: checkpoint {src} is damaged ({why}); resuming from an older one. It is kept "
-        f"in {src.parent.parent / 'damaged_checkpoints'}", flush=True)
+  print(f"WARNING: checkpoint {src} is damaged ({why}); it is kept in "
+        f"{src.parent.parent / 'damaged_checkpoints'}", flush=True)
   if jax.process_index() == 0:
     dst = src.parent.parent / "damaged_checkpoints" / f"{step}-{int(time.time())}"
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -70,31 +126,51 @@ def _set_aside(mgr: ocp.CheckpointManager, step: int, why: str) -> None:
 
 def restore_latest_good(mgr: ocp.CheckpointManager, make_abstract, check=None, *,
                         partial: bool = False):
-  """(step, state, meta) of the newest checkpoint that restores; None if there is none.
+  """(step, state, meta, damaged) of the newest checkpoint that restores and verifies (None for
+  the first three if there is none); `damaged` lists (step, why) of those skipped.
 
-  A damaged checkpoint (truncated or corrupted files) is set aside with a warning that names it,
-  so the run resumes from the previous good one instead of failing or starting over.
-  `make_abstract(meta)` gives the restore target; `check(meta)` raises for an incompatible (not
-  damaged) checkpoint, which is a user error and left alone."""
-  found, damaged = None, []
+  A damaged checkpoint (unreadable, truncated, a checksum that differs, non-finite values) is
+  skipped with a warning that says what was wrong, and the previous good one is used; nothing
+  on disk changes (training then calls `set_aside`). `make_abstract(meta)` gives
+  the restore target; `check(meta)` raises for an incompatible (not damaged) checkpoint, which
+  is a user error and left alone."""
+  found, damaged = (None, None, None), []
   for step in sorted(mgr.all_steps(), reverse=True):
     try:
       meta = read_meta(mgr, step)
     except Exception as e:  # noqa: BLE001 - any failure to read means damaged
-      damaged.append((step, type(e).__name__))
+      damaged.append((step, f"its description is unreadable: {_why(e)}"))
       continue
     if check is not None:
       check(meta)
     try:
-      found = (step, restore(mgr, step, make_abstract(meta), partial=partial), meta)
-      break
+      state = restore(mgr, step, make_abstract(meta), partial=partial)
     except Exception as e:  # noqa: BLE001
-      damaged.append((step, type(e).__name__))
+      damaged.append((step, f"it does not restore: {_why(e)}"))
+      continue
+    problem = verify(state, meta)
+    if problem:
+      damaged.append((step, problem))
+      continue
+    found = (step, state, meta)
+    break
+  for step, why in damaged:
+    print(f"WARNING: checkpoint {pathlib.Path(mgr.directory) / str(step)} is damaged ({why}); "
+          "skipped", flush=True)
+  return (*found, damaged)
+
+
+def set_aside(mgr: ocp.CheckpointManager, damaged) -> None:
+  """Moves the damaged checkpoints [(step, why)] to MODEL_DIR/damaged_checkpoints/."""
   for step, why in damaged:
     _set_aside(mgr, step, why)
   if damaged:
     mgr.reload()
-  return found
+
+
+def _why(e: Exception) -> str:
+  first = (str(e).strip().splitlines() or [""])[0][:160]
+  return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def meta_for(model_cfg: ModelConfig, data_cfg, step: int, seed: int, params) -> dict:
@@ -147,12 +223,12 @@ def restore_params(model_dir: str | pathlib.Path, model: ModelConfig, mesh):
                                    abstract, shardings)}
   mgr = manager(workdir)
   try:
-    found = restore_latest_good(mgr, lambda meta: target,
-                                lambda meta: check_compatible(meta, model, abstract, str(workdir)),
-                                partial=True)
+    step, restored, _, damaged = restore_latest_good(
+        mgr, lambda meta: target,
+        lambda meta: check_compatible(meta, model, abstract, str(workdir)), partial=True)
   finally:
     mgr.close()
-  if found is None:
-    raise errors.UserError(f"no complete checkpoint in {workdir / 'checkpoints'}")
-  step, restored, _ = found
+  if step is None:
+    why = f" (damaged: {'; '.join(f'step {s}: {w}' for s, w in damaged)})" if damaged else ""
+    raise errors.UserError(f"no complete checkpoint in {workdir / 'checkpoints'}{why}")
   return step, graphdef, restored["params"]

@@ -14,16 +14,9 @@ import numpy as np
 import seqio
 
 from hire_cli import errors, paths
-from hire_cli.lib import tasks
+from hire_cli.lib import data_config, tasks
 
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-  task: str = tasks.SHIPPED_TASK  # seqio task: hire_corpus_lm | lm1b_lm | c4_lm
-  vocab_path: str = ""  # SentencePiece model; "" = data/vocab/hire_32k.model
-  seq_len: int = 128  # tokens per row
-  tfds_data_dir: str = ""  # TFDS data_dir for public tasks; "" = default
-  max_rows: int = 0  # cap on rows materialised per split (0 = all); for huge public datasets
+DataConfig = data_config.DataConfig  # where runs name it without the input pipeline
 
 
 def _cache_path(cfg: DataConfig, split: str) -> pathlib.Path:

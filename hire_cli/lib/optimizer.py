@@ -5,6 +5,8 @@ import dataclasses
 import jax
 import optax
 
+from hire_cli import validate
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
@@ -15,6 +17,9 @@ class OptimizerConfig:
   b1: float = 0.9
   b2: float = 0.95
   clip_norm: float = 1.0  # global gradient norm clip
+
+  def __post_init__(self):
+    validate.fields(self)
 
 
 def schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:

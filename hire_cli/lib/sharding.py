@@ -9,7 +9,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from hire_cli import errors
+from hire_cli import errors, validate
 
 # logical axis -> mesh axis (None = replicated)
 DEFAULT_RULES = (
@@ -26,6 +26,12 @@ DEFAULT_RULES = (
 class MeshConfig:
   data: int = -1  # devices on the data axis; -1 = all devices not used by `model`
   model: int = 1  # devices on the model axis (vocab, mlp and heads are split over it)
+
+  def __post_init__(self):
+    validate.fields(self)
+    if self.model < 1 or (self.data < 1 and self.data != -1):
+      raise errors.UserError(f"MESH_DATA={self.data}, MESH_MODEL={self.model}: use positive "
+                             "device counts (MESH_DATA=-1: all devices left by the model axis)")
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:

@@ -11,14 +11,14 @@ import seqio
 import tensorflow as tf
 
 from hire_cli import errors, paths
-from hire_cli.lib import tfds_corpus
+from hire_cli.lib import data_config, tfds_corpus
 
 # Public datasets for people who have them in a TFDS data_dir (TFDS_DATA_DIR or --gin binding).
 PUBLIC_SOURCES = {
     "lm1b_lm": ("lm1b:1.1.0", "text"),
     "c4_lm": ("c4/en:3.1.0", "text"),
 }
-SHIPPED_TASK = "hire_corpus_lm"
+SHIPPED_TASK = data_config.SHIPPED_TASK
 
 # TensorFlow only feeds data: keep it off the accelerators so JAX has all their memory.
 try:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hire_cli import errors
+from hire_cli import errors, validate
 from hire_cli.nn import quant
 
 KINDS = ("lr", "q", "lr_q")
@@ -30,6 +30,7 @@ class ApproxConfig:
   group_size: int = 0  # columns sharing one quantization scale; 0 = one scale per row
 
   def __post_init__(self):
+    validate.fields(self)
     if self.kind not in KINDS:
       raise errors.UserError(f"ApproxConfig.kind={self.kind!r} is unknown; use one of {KINDS}.")
     if self.bits not in BITS:

@@ -5,7 +5,7 @@ import math
 
 import jax.numpy as jnp
 
-from hire_cli import errors
+from hire_cli import errors, validate
 from hire_cli.nn import topk
 from hire_cli.nn.approx import ApproxConfig
 
@@ -115,6 +115,7 @@ class ModelConfig:
   hire_ffn: HiReFfnConfig | None = None  # None = dense FFN
 
   def __post_init__(self):
+    validate.fields(self)  # types first: a string where a size belongs is one clear line
     if self.activation not in ACTIVATIONS:
       raise errors.UserError(
           f"ModelConfig.activation={self.activation!r} is unknown; use one of {ACTIVATIONS}.")

@@ -6,7 +6,6 @@ import pathlib
 import time
 
 import jax
-from clu import metric_writers
 
 
 def is_chief() -> bool:
@@ -20,7 +19,9 @@ def say(msg: str) -> None:
 
 
 def writer(logdir: pathlib.Path):
-  """TensorBoard (CLU) writer; non-chief processes only log."""
+  """TensorBoard (CLU) writer; non-chief processes only log. CLU imports TensorFlow, which the
+  benchmark and generation paths must not need (accelerator hosts may lack it)."""
+  from clu import metric_writers
   return metric_writers.create_default_writer(str(logdir), just_logging=not is_chief(),
                                               asynchronous=False)
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hire_cli import errors
+from hire_cli import errors, validate
 from hire_cli.evals import bandwidth, latency, topk_bench
 from hire_cli.lib import checkpoint, sharding, state
 from hire_cli.nn import config, cost, decode, served
@@ -89,6 +89,12 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
   under "topk_microbench". `approx_kinds` (e.g. ["lr", "q4", "lr_q"]) times every HiRE variant
   once per approximator kind (`VARIANT@KIND`). Writes MODEL_DIR/bench/latency.json and
   latency.png."""
+  validate.arguments(bench_latency, locals())
+  for name, values in (("BENCH_BATCHES", batch_sizes), ("CONTEXT_LENS", context_lens)):
+    if values is not None and (not isinstance(values, (list, tuple)) or not values or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)):
+      raise errors.UserError(f"{name}={values!r} must be a non-empty list of positive integers "
+                             "(or None)")
   if init not in ("checkpoint", "random"):
     raise errors.UserError(f"INIT={init!r}; use \"checkpoint\" or \"random\"")
   batch_sizes = list(batch_sizes or [batch_size])

@@ -6,10 +6,11 @@ import pathlib
 
 import jax
 
+from hire_cli import errors, validate
 from hire_cli.evals import downstream as hire_downstream
 from hire_cli.evals import latency, recall_curve
 from hire_cli.evals import metrics as metrics_lib
-from hire_cli.lib import checkpoint, data, sharding
+from hire_cli.lib import checkpoint, data, sharding, writable
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import eval_report, plots, reporting
 
@@ -23,8 +24,14 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   HiRE), downstream accuracy (exact and HiRE), top-k recall per HiRE layer and top-1 agreement,
   and decode ms/token at batch 1. Writes MODEL_DIR/eval/{metrics.json,report.md,*.png} and
   TensorBoard scalars at the checkpoint's step."""
+  validate.arguments(evaluate, locals())
+  if data_cfg.seq_len > model.max_len:
+    raise errors.UserError(f"SEQ_LEN={data_cfg.seq_len} exceeds the model's "
+                           f"max_len={model.max_len}; evaluate with the SEQ_LEN it was trained on")
   mesh = sharding.make_mesh(mesh_cfg)
   step, graphdef, params = checkpoint.restore_params(model_dir, model, mesh)
+  out_dir = pathlib.Path(model_dir) / "eval"
+  writable.check(out_dir, "MODEL_DIR/eval")  # before minutes of work, not after
   val_rows = data.load_rows(data_cfg, "validation")
   reporting.say(f"Evaluating {model_dir} at step {step}: validation loss and recall ...")
   found = metrics_lib.mean_metrics(metrics_lib.make_eval_fn(graphdef), params, val_rows,
@@ -51,7 +58,6 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   if latency_steps and jax.process_count() == 1:
     reporting.say(f"Timing {latency_steps} decode steps at batch 1 ...")
     metrics.update(latency.decode_latency(graphdef, params, model, latency_steps))
-  out_dir = pathlib.Path(model_dir) / "eval"
   if reporting.is_chief():
     reporting.write_json(out_dir / "metrics.json", metrics)
     if curve:

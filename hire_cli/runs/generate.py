@@ -7,14 +7,15 @@ import sys
 
 import numpy as np
 
-from hire_cli import errors
-from hire_cli.lib import checkpoint, data, sharding, tasks
+from hire_cli import errors, validate
+from hire_cli.lib import checkpoint, data_config, sharding
+from hire_cli.lib import vocab as vocab_lib
 from hire_cli.nn import decode, ffn, served
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import reporting
 
 
-def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
+def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data_config.DataConfig,
                   mesh_cfg: sharding.MeshConfig, prompt: str, num_tokens: int = 64,
                   temperature: float = 0.0, top_k: int = 40, seed: int = 0, hire: bool = True,
                   compare: bool = False, compare_prompts: int = 0,
@@ -26,14 +27,21 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConf
   MODEL_DIR/generate/compare.json; with `compare_prompts` = N also of N validation passages
   (their first `compare_prompt_len` tokens as prompts, decoded as one batch), agreement over
   all."""
+  validate.arguments(generate_text, locals())
   if not prompt:
     raise errors.UserError("no prompt; pass --prompt='Once upon a time'")
+  try:
+    prompt.encode("utf-8")
+  except UnicodeEncodeError:
+    raise errors.UserError("the prompt is not valid UTF-8 text; pass it as UTF-8") from None
+  if top_k > model.vocab_size:
+    raise errors.UserError(f"TOP_K={top_k} exceeds the vocabulary ({model.vocab_size}); lower it")
   if num_tokens <= 0:
     raise errors.UserError(f"GENERATE_TOKENS={num_tokens} must be positive")
   if temperature < 0 or (temperature > 0 and top_k < 1):
     raise errors.UserError("sampling needs TEMPERATURE > 0 and TOP_K >= 1 (TEMPERATURE 0 is "
                            "greedy)")
-  vocab = tasks.vocabulary(data_cfg.vocab_path)
+  vocab = vocab_lib.load(data_cfg.vocab_path)
   ids = vocab.encode(prompt)
   if len(ids) + num_tokens > model.max_len:
     raise errors.UserError(
@@ -113,6 +121,7 @@ def _compare_passages(graphdef, params, model: ModelConfig, data_cfg, vocab, num
   if prompt_len + num_tokens > model.max_len:
     raise errors.UserError(f"COMPARE_PROMPT_LEN={prompt_len} + GENERATE_TOKENS={num_tokens} "
                            f"exceeds max_len={model.max_len}; lower one of them")
+  from hire_cli.lib import data  # the input pipeline, only for validation passages
   rows = data.load_rows(data_cfg, "validation")
   if n > len(rows):
     raise errors.UserError(f"COMPARE_PROMPTS={n} but the validation split has {len(rows)} rows")

@@ -1,5 +1,6 @@
 """`hire train`: pretraining with periodic evaluation, Orbax checkpoints and exact resume."""
 
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -8,9 +9,9 @@ import signal
 import jax
 import jax.numpy as jnp
 
-from hire_cli import errors
+from hire_cli import errors, validate
 from hire_cli.evals import metrics as val_metrics
-from hire_cli.lib import checkpoint, data, optimizer, sharding, state
+from hire_cli.lib import checkpoint, data, lock, optimizer, sharding, state, writable
 from hire_cli.nn import loss
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import reporting
@@ -38,14 +39,15 @@ def make_train_step(setup: state.Setup):
 
 
 class _StopFlag:
-  """SIGTERM (preemption) asks the loop to save and exit cleanly.
+  """SIGTERM (preemption) and SIGINT (Ctrl-C) ask the loop to save and exit cleanly.
 
   One process: our own SIGTERM handler. Several processes: JAX's preemption service (started by
   jax.distributed, it handles SIGTERM itself) so that every host stops at the same step."""
 
   def __init__(self):
     self.requested = False
-    self._old = None
+    self.signal = "SIGTERM"
+    self._old = {}
     self._multi = jax.process_count() > 1
 
   def check(self, step: int) -> bool:
@@ -62,65 +64,121 @@ class _StopFlag:
       return self
     def handler(signum, frame):
       self.requested = True
+      self.signal = signal.Signals(signum).name
     try:
-      self._old = signal.signal(signal.SIGTERM, handler)
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._old[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread (e.g. under some test runners)
-      self._old = None
+      self._old = {}
     return self
 
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
 
 
 def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
           opt: optimizer.OptimizerConfig, mesh_cfg: sharding.MeshConfig, train_steps: int,
           batch_size: int, seed: int = 0, checkpoint_every: int = 100, keep_checkpoints: int = 3,
           log_every: int = 10, eval_every: int = 0, eval_batches: int = 8,
-          post_hoc_from: str = "", operative_config: str = "") -> dict:
+          post_hoc_from: str = "", start_over: bool = False, dry_run: bool = False,
+          operative_config: str = "") -> dict:
   """Trains until `train_steps`, resuming from the latest checkpoint in `model_dir`.
 
   `post_hoc_from` (a dense run's MODEL_DIR) is HiRE's post-hoc mode: the model starts from that
   checkpoint, stays frozen, and only the approximators (SVD-initialised) are trained.
+  `start_over` trains from step 0 when every checkpoint in `model_dir` is damaged (they are set
+  aside); without it such a run is refused.
 
-  Returns the final metrics (last train loss, validation loss if evaluated)."""
-  if train_steps <= 0:
-    raise errors.UserError(f"TRAIN_STEPS={train_steps} must be a positive number of steps")
-  if batch_size <= 0:
-    raise errors.UserError(f"BATCH_SIZE={batch_size} must be positive")
-  if data_cfg.seq_len > model.max_len:
-    raise errors.UserError(f"SEQ_LEN={data_cfg.seq_len} exceeds the model's max_len={model.max_len}")
+  Every setting is checked before anything is written; the run holds MODEL_DIR/.lock throughout
+  (one writer per run folder). Returns the final metrics (last train loss, validation loss if
+  evaluated)."""
+  validate.arguments(train, locals())
+  plan = check_run(model_dir=model_dir, model=model, data_cfg=data_cfg, mesh_cfg=mesh_cfg,
+                   batch_size=batch_size, post_hoc_from=post_hoc_from)
   workdir = pathlib.Path(model_dir)
-  _check_writable(workdir)
+  if dry_run:  # `hire train --dry_run`: what the run would do, nothing written
+    return _describe(workdir, model, data_cfg, plan, train_steps, batch_size, post_hoc_from)
+  writable.check(workdir, "MODEL_DIR")
+  with lock.RunLock(workdir) if reporting.is_chief() else contextlib.nullcontext():
+    if reporting.is_chief() and operative_config:
+      (workdir / "config.gin").write_text(operative_config)
+    return _train(workdir, model, data_cfg, opt, plan["mesh"], plan["rows"], train_steps,
+                  batch_size, seed, checkpoint_every, keep_checkpoints, log_every, eval_every,
+                  eval_batches, post_hoc_from, start_over)
+
+
+def check_run(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
+              mesh_cfg: sharding.MeshConfig, batch_size: int, post_hoc_from: str = "") -> dict:
+  """What `train` checks before it writes anything (also `hire train --dry_run`): the model
+  against the data, the mesh and the checkpoints already in MODEL_DIR. {"mesh", "rows"}."""
+  if not model_dir:
+    raise errors.UserError("MODEL_DIR is empty; pass --gin.MODEL_DIR=runs/NAME")
+  if data_cfg.seq_len > model.max_len:
+    raise errors.UserError(f"SEQ_LEN={data_cfg.seq_len} exceeds the model's "
+                           f"max_len={model.max_len}")
   mesh = sharding.make_mesh(mesh_cfg)
   if batch_size % mesh.shape["data"]:
     raise errors.UserError(
-        f"BATCH_SIZE={batch_size} is not divisible by the mesh's data axis ({mesh.shape['data']}); "
-        "use a multiple of it")
-  if reporting.is_chief() and operative_config:
-    (workdir / "config.gin").write_text(operative_config)
-
+        f"BATCH_SIZE={batch_size} is not divisible by the mesh's data axis "
+        f"({mesh.shape['data']}); use a multiple of it")
   rows_NxL = data.load_rows(data_cfg, "train")
-  stream = data.BatchStream(rows_NxL, batch_size, seed, jax.process_index(), jax.process_count())
   vocab_size = int(rows_NxL.max()) + 1
   if vocab_size > model.vocab_size:
     raise errors.UserError(
         f"the data has token ids up to {vocab_size - 1} but the model's vocab_size is "
         f"{model.vocab_size}; set ModelConfig.vocab_size to the vocabulary's size")
-  val_rows = data.load_rows(data_cfg, "validation") if eval_every else None
-
-  post_hoc = bool(post_hoc_from)
-  if post_hoc and not model.has_hire:
+  if post_hoc_from and not model.has_hire:
     raise errors.UserError("POST_HOC_FROM is set but the model has no HiRE layer; include a "
                            "configs/variants/hire*.gin file")
+  if post_hoc_from:
+    _post_hoc_source(post_hoc_from, model)
+  meta = checkpoint.latest_meta(model_dir)
+  if meta is not None:  # a resume: the same model (shapes and dtypes)
+    abstract = state.abstract_model(model)[1]
+    checkpoint.check_compatible(meta, model, abstract, str(model_dir))
+  return {"mesh": mesh, "rows": rows_NxL}
+
+
+def _describe(workdir: pathlib.Path, model: ModelConfig, data_cfg, plan: dict, train_steps: int,
+              batch_size: int, post_hoc_from: str) -> dict:
+  meta = checkpoint.latest_meta(workdir)
+  start = int(meta["step"]) if meta else 0
+  mesh = plan["mesh"]
+  out = {"model_dir": str(workdir), "params": model.num_params(), "start_step": start,
+         "train_steps": train_steps, "batch_size": batch_size, "seq_len": data_cfg.seq_len,
+         "task": data_cfg.task, "train_rows": len(plan["rows"]),
+         "mesh": dict(mesh.shape), "hire_softmax": model.hire_softmax is not None,
+         "hire_ffn": model.hire_ffn is not None, "post_hoc_from": post_hoc_from}
+  reporting.say(reporting.table(list(out.items()), title="hire train --dry_run: the settings "
+                                "are valid; this run would"))
+  reporting.say(f"{'resume from step ' + str(start) if start else 'start from scratch'}, train to "
+                f"step {train_steps}, and write {workdir}/ (checkpoints/, config.gin, tb/, "
+                "history.jsonl). Nothing was written.")
+  return out
+
+
+def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, mesh, rows_NxL,
+           train_steps: int, batch_size: int, seed: int, checkpoint_every: int,
+           keep_checkpoints: int, log_every: int, eval_every: int, eval_batches: int,
+           post_hoc_from: str, start_over: bool) -> dict:
+  stream = data.BatchStream(rows_NxL, batch_size, seed, jax.process_index(), jax.process_count())
+  val_rows = data.load_rows(data_cfg, "validation") if eval_every else None
+  post_hoc = bool(post_hoc_from)
   mgr = checkpoint.manager(workdir, max_to_keep=keep_checkpoints)
   setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True,
                        freeze_model=post_hoc)
-  found = checkpoint.restore_latest_good(
+  found, restored, _, damaged = checkpoint.restore_latest_good(
       mgr, lambda meta: setup.state,
       lambda meta: checkpoint.check_compatible(meta, model, setup.state["params"], str(workdir)))
+  if found is None and damaged and not start_over:
+    raise errors.UserError(
+        f"every checkpoint in {workdir / 'checkpoints'} is damaged ({damaged[0][1]}); nothing "
+        "was changed. To train from step 0 instead, pass --gin.START_OVER=True (the damaged "
+        "checkpoints are then moved to damaged_checkpoints/)")
+  checkpoint.set_aside(mgr, damaged)  # out of the way of the saves that redo their steps
   if found is not None:
-    setup.state = found[1]
+    setup.state = restored
     start = int(setup.state["step"])
     reporting.say(f"Resuming from checkpoint at step {start} in {workdir / 'checkpoints'}")
   else:
@@ -201,7 +259,12 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
               f"free space there and rerun: it resumes from step {mgr.latest_step()}, which is "
               "intact") from None
       if stop.requested:
-        reporting.say(f"SIGTERM received: saved checkpoint at step {done}, exiting.")
+        reporting.say(f"{stop.signal} received: saved checkpoint at step {done}, exiting.")
+        if stop.signal == "SIGINT":
+          writer.flush()
+          mgr.close()
+          raise errors.Interrupted(f"interrupted: saved the checkpoint of step {done}; rerun the "
+                                   "same command to resume")
         break
     if pending is not None:
       last = flush(*pending)
@@ -225,14 +288,3 @@ def _post_hoc_source(post_hoc_from: str, model: ModelConfig) -> ModelConfig:
         "alone (configs/variants/hire_softmax.gin) or train a hire_ffn variant from scratch")
   return dataclasses.replace(model, hire_softmax=None,
                              hire_ffn=model.hire_ffn if trained_topk_ffn else None)
-
-
-def _check_writable(workdir: pathlib.Path) -> None:
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / f".write_probe{jax.process_index()}"  # processes may share MODEL_DIR
-    probe.write_text("")
-    probe.unlink()
-  except OSError as e:
-    raise errors.UserError(f"MODEL_DIR {workdir} is not writable ({e.strerror}); "
-                           "choose another with --gin.MODEL_DIR=...") from None
