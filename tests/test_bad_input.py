@@ -104,6 +104,8 @@ def _case(tmp, trained):
       "eval longer than the model": ("eval", None, [*TINY, old, "SEQ_LEN = 4096"], "SEQ_LEN"),
       "bench batch 0": ("bench-latency", None, [*TINY, old, "BENCH_BATCHES = [0]"],
                         "BENCH_BATCHES"),
+      "prompt not UTF-8": ("generate", None, [*TINY, old, "generate_text.prompt = 'a\\udcff'"],
+                           "not valid UTF-8"),
       "bench no batches": ("bench-latency", None, [*TINY, old, "BENCH_BATCHES = []"],
                            "BENCH_BATCHES"),
       "post-hoc HiRE-FFN on a dense FFN": ("train", [FFN], [*TINY, run, "ffn/ApproxConfig.rank = 4",
@@ -127,7 +129,7 @@ CASES = sorted([
     "learning rate not a number", "model not a config", "fractional batch", "empty MODEL_DIR",
     "dtype change on resume", "top-k over the vocabulary", "zero decode steps",
     "zero eval batch", "zero eval batches", "eval longer than the model", "bench batch 0",
-    "bench no batches"])
+    "bench no batches", "prompt not UTF-8"])
 
 
 def _snapshot(run: pathlib.Path):

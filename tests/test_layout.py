@@ -52,7 +52,8 @@ def test_bench_and_generate_import_no_input_pipeline():
   `hire generate` must import without them."""
   import subprocess
   import sys
-  code = ("import sys, hire_cli.runs.bench, hire_cli.runs.generate, hire_cli.evals.latency; "
+  code = ("import sys, hire_cli.runs.bench, hire_cli.runs.generate, hire_cli.evals.latency, "
+          "hire_cli.runs.train, hire_cli.runs.evaluate, hire_cli.cli.gin_utils; "
           "print(sorted(m for m in ('tensorflow', 'seqio', 'tensorflow_datasets') "
           "if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

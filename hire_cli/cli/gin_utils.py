@@ -15,7 +15,7 @@ from hire_cli import errors, paths
 from hire_cli.lib import data_config, optimizer, sharding
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
-from hire_cli.runs import bench, generate
+from hire_cli.runs import bench, evaluate, generate, train
 
 CONFIGS_DIR = paths.REPO_ROOT / "configs"
 DEFAULT_EXPERIMENT = "configs/experiments/tiny_dense.gin"
@@ -34,29 +34,11 @@ def register() -> None:
   gin.external_configurable(data_config.DataConfig, "DataConfig")
   gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
   gin.external_configurable(sharding.MeshConfig, "MeshConfig")
-  for name, module in (("train", "train"), ("evaluate", "evaluate")):
-    gin.external_configurable(_needs_input_pipeline(name, module), name)
+  gin.external_configurable(train.train, "train")
+  gin.external_configurable(evaluate.evaluate, "evaluate")
   gin.external_configurable(bench.bench_latency, "bench_latency")
   gin.external_configurable(generate.generate_text, "generate_text")
   _registered = True
-
-
-def _needs_input_pipeline(name: str, module: str):
-  """`train` and `evaluate` read data through TensorFlow and seqio, which an accelerator host may
-  lack; bench-latency and generate need neither. Without them, the entry is a stand-in that
-  takes the same bindings and says what is missing."""
-  try:
-    import importlib
-    return getattr(importlib.import_module(f"hire_cli.runs.{module}"), name)
-  except ImportError as e:
-    missing = e.name
-
-    def unavailable(**_):
-      raise errors.UserError(f"hire {'eval' if name == 'evaluate' else name} needs the input "
-                             f"pipeline, and {missing} is not installed here; install the "
-                             "package (pip install .) or run it on a host that has it")
-    unavailable.__name__ = name
-    return unavailable
 
 
 def _resolve(path: str) -> str:

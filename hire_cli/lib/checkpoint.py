@@ -7,6 +7,7 @@ bytes changed on disk, or that holds non-finite values, is skipped for the previ
 """
 
 import dataclasses
+import json
 import pathlib
 import shutil
 import time
@@ -64,7 +65,10 @@ def _flat(tree) -> dict:
 
 
 def checksums(state) -> dict:
-  """{"params/embed": word checksum, ...} of every array of `state`."""
+  """{"params/embed": word checksum, ...} of every array of `state`. Single-process runs only:
+  across processes the sums are not fully addressable, and a save records none."""
+  if jax.process_count() > 1:
+    return {}
   sums, _ = jax.device_get(_digest(state))
   return {k: int(v) for k, v in _flat(sums).items()}
 
@@ -72,7 +76,9 @@ def checksums(state) -> dict:
 def verify(state, meta: dict) -> str | None:
   """Why `state` (restored with `meta`) is not what was saved, or None when it is: a checksum
   that differs, or a non-finite value. Checkpoints without checksums are only checked for
-  non-finite values."""
+  non-finite values; multi-process restores are not checked (see `checksums`)."""
+  if jax.process_count() > 1:
+    return None
   sums, finite = jax.device_get(_digest(state))
   saved = meta.get("checksums", {})
   bad = [k for k, v in _flat(sums).items() if k in saved and int(v) != saved[k]]
@@ -198,15 +204,17 @@ def check_compatible(meta: dict, model_cfg: ModelConfig, abstract_params, where:
 
 
 def latest_meta(model_dir: str | pathlib.Path) -> dict | None:
-  """The JSON description saved with the newest checkpoint of `model_dir` (None if none)."""
-  if not (pathlib.Path(model_dir) / "checkpoints").is_dir():
-    return None
-  mgr = manager(model_dir)
-  try:
-    step = mgr.latest_step()
-    return None if step is None else read_meta(mgr, step)
-  finally:
-    mgr.close()
+  """The JSON description saved with the newest readable checkpoint of `model_dir` (None if
+  none). Read from the files directly: no CheckpointManager, so processes need not meet."""
+  root = pathlib.Path(model_dir) / "checkpoints"
+  steps = sorted((int(p.name) for p in root.glob("*") if p.name.isdigit()), reverse=True) \
+      if root.is_dir() else []
+  for step in steps:
+    try:
+      return json.loads((root / str(step) / "meta" / "metadata").read_text())
+    except (OSError, ValueError):
+      continue
+  return None
 
 
 def restore_params(model_dir: str | pathlib.Path, model: ModelConfig, mesh):

@@ -11,12 +11,25 @@ import os
 import pathlib
 
 import numpy as np
-import seqio
 
 from hire_cli import errors, paths
-from hire_cli.lib import data_config, tasks
+from hire_cli.lib import data_config
 
 DataConfig = data_config.DataConfig  # where runs name it without the input pipeline
+
+
+def input_pipeline():
+  """(hire_cli.lib.tasks, seqio), imported when data is first read: TensorFlow and seqio load
+  only in runs that read data, and a host without them gets one line saying so."""
+  try:
+    import seqio
+
+    from hire_cli.lib import tasks
+  except ImportError as e:
+    raise errors.UserError(f"reading data needs the input pipeline, and {e.name} is not "
+                           "installed here; install the package (pip install .) or run this "
+                           "on a host that has it") from None
+  return tasks, seqio
 
 
 def _cache_path(cfg: DataConfig, split: str) -> pathlib.Path:
@@ -28,6 +41,7 @@ def _cache_path(cfg: DataConfig, split: str) -> pathlib.Path:
 
 def load_rows(cfg: DataConfig, split: str) -> np.ndarray:
   """All packed rows of `split` as an int32 array of shape (N, seq_len)."""
+  tasks, seqio = input_pipeline()
   tasks.vocabulary(cfg.vocab_path)  # fails early with a clear message
   cache = _cache_path(cfg, split)
   if cache.is_file():

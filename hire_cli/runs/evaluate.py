@@ -7,7 +7,6 @@ import pathlib
 import jax
 
 from hire_cli import errors, validate
-from hire_cli.evals import downstream as hire_downstream
 from hire_cli.evals import latency, recall_curve
 from hire_cli.evals import metrics as metrics_lib
 from hire_cli.lib import checkpoint, data, sharding, writable
@@ -52,6 +51,7 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     curve = recall_curve.softmax_recall_curve(graphdef, params, val_rows, batch_size,
                                               recall_batches, recall_k_primes, mesh)
   if downstream and jax.process_count() == 1:
+    from hire_cli.evals import downstream as hire_downstream  # seqio: only when it is needed
     metrics.update(hire_downstream.evaluate_downstream(
         graphdef, params, model, data_dir=downstream_dir, shots=downstream_shots,
         limit=downstream_limit, batch_size=batch_size, vocab_path=data_cfg.vocab_path))

@@ -101,11 +101,9 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     return _describe(workdir, model, data_cfg, plan, train_steps, batch_size, post_hoc_from)
   writable.check(workdir, "MODEL_DIR")
   with lock.RunLock(workdir) if reporting.is_chief() else contextlib.nullcontext():
-    if reporting.is_chief() and operative_config:
-      (workdir / "config.gin").write_text(operative_config)
     return _train(workdir, model, data_cfg, opt, plan["mesh"], plan["rows"], train_steps,
                   batch_size, seed, checkpoint_every, keep_checkpoints, log_every, eval_every,
-                  eval_batches, post_hoc_from, start_over)
+                  eval_batches, post_hoc_from, start_over, operative_config)
 
 
 def check_run(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
@@ -161,7 +159,7 @@ def _describe(workdir: pathlib.Path, model: ModelConfig, data_cfg, plan: dict, t
 def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, mesh, rows_NxL,
            train_steps: int, batch_size: int, seed: int, checkpoint_every: int,
            keep_checkpoints: int, log_every: int, eval_every: int, eval_batches: int,
-           post_hoc_from: str, start_over: bool) -> dict:
+           post_hoc_from: str, start_over: bool, operative_config: str) -> dict:
   stream = data.BatchStream(rows_NxL, batch_size, seed, jax.process_index(), jax.process_count())
   val_rows = data.load_rows(data_cfg, "validation") if eval_every else None
   post_hoc = bool(post_hoc_from)
@@ -177,6 +175,8 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, mesh, rows_
         "was changed. To train from step 0 instead, pass --gin.START_OVER=True (the damaged "
         "checkpoints are then moved to damaged_checkpoints/)")
   checkpoint.set_aside(mgr, damaged)  # out of the way of the saves that redo their steps
+  if reporting.is_chief() and operative_config:  # written once nothing can refuse the run
+    (workdir / "config.gin").write_text(operative_config)
   if found is not None:
     setup.state = restored
     start = int(setup.state["step"])
