@@ -12,7 +12,7 @@ from hire_cli import errors
 POSITIVE = {"train_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
             "eval_batches", "decode_steps", "repeats", "num_tokens", "context_len",
             "compare_prompt_len", "recall_batches", "top_k", "seq_len", "k", "k_prime",
-            "group_size_ffn", "learning_rate", "clip_norm"}
+            "learning_rate", "clip_norm"}
 NON_NEGATIVE = {"eval_every", "warmup_steps", "downstream_shots", "downstream_limit",
                 "latency_steps", "compare_prompts", "seed", "temperature", "weight_decay",
                 "min_lr_ratio"}
