@@ -93,8 +93,9 @@ class LowRank(nnx.Module):
   def __call__(self, h_BxD, a_Nxr=None):
     """float32 scores; `a_Nxr` overrides `a` (lr_q passes its fake-quantized copy)."""
     a_Nxr = self.a[...] if a_Nxr is None else a_Nxr
-    return jnp.einsum("...r,nr->...n", self.project(h_BxD), a_Nxr.astype(h_BxD.dtype),
-                      preferred_element_type=jnp.float32)
+    return jnp.matmul(self.project(h_BxD), a_Nxr.astype(h_BxD.dtype).T,
+                      preferred_element_type=quant.accumulate_dtype(h_BxD.dtype)
+                      ).astype(jnp.float32)
 
   def load(self, a_Nxr, b_rxD):
     self.a[...] = a_Nxr.astype(self.a[...].dtype)
