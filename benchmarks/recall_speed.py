@@ -68,8 +68,9 @@ def main(_):
         runners[name] = (c, p, *decode.prefill_and_step(g, served=name == "hire"))
       timed = latency.time_interleaved(runners, prompt, 3, FLAGS.decode_steps, FLAGS.repeats)
       dense_ms, hire_ms = (statistics.median(timed[n][0]) for n in ("dense", "hire"))
-      row = {"kind": kind, "k_prime": int(kp), "k_prime_factor": float(factor),
-             "checkpoint_step": int(step), "recall_softmax@32": m.get("recall/softmax@32"),
+      row = {"model_dir": FLAGS.model_dir, "gin_file": FLAGS.gin_file, "kind": kind,
+             "k_prime": int(kp), "k_prime_factor": float(factor), "checkpoint_step": int(step),
+             "eval_batches": FLAGS.eval_batches, "recall_softmax@32": m.get("recall/softmax@32"),
              "recall_ffn": m.get("recall/ffn@k"), "top1_agreement": m["top1_agreement"],
              "served_loss": m["served_loss"], "exact_loss": m["loss"],
              "dense_ms": dense_ms, "hire_ms": hire_ms, "speedup": dense_ms / hire_ms,

@@ -59,6 +59,7 @@ def _digest(tree):
 
 
 def _flat(tree) -> dict:
+  """{"params/blocks/0/ffn/w_in": leaf, ...}: the names checksums and shapes are keyed by."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): v
           for path, v in leaves}
@@ -114,8 +115,7 @@ SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff"
 
 def param_shapes(params) -> dict:
   """{"blocks/0/ffn/w_in": [F, D], ...}: what a checkpoint must match to be restored."""
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {"/".join(str(getattr(k, "key", k)) for k in path): list(x.shape) for path, x in flat}
+  return {k: list(x.shape) for k, x in _flat(params).items()}
 
 
 def _set_aside(mgr: ocp.CheckpointManager, step: int, why: str) -> None:
