@@ -5,7 +5,7 @@ import pathlib
 # (section, metric-key prefixes) in report order.
 FAMILIES = (
     ("Pretraining loss", ("loss", "perplexity", "served_loss", "served_perplexity",
-                          "unigram_loss")),
+                          "served_sampling_loss", "candidate_miss_rate", "unigram_loss")),
     ("Downstream accuracy (%)", ("downstream/",)),
     ("Top-k recall and agreement", ("recall/", "top1_agreement")),
     ("Latency (batch 1)", ("latency/",)),
@@ -80,6 +80,7 @@ def comparison_markdown(table: dict) -> str:
   lines = ["# hire eval --compare", "",
            "Runs: " + ", ".join(f"`{r}` (step {s})" for r, s in zip(table["runs"],
                                                                      table["steps"])), ""]
+  lines += paired_markdown(table.get("paired", []))
   family = None
   for row in table["rows"]:
     if row["family"] != family:
@@ -98,3 +99,19 @@ def comparison_console(table: dict) -> str:
                                  for i, (c, w) in enumerate(zip(cells, widths)))
   out = [line(head), "-" * (sum(widths) + 2 * (len(widths) - 1))]
   return "\n".join(out + [line(r) for r in rows])
+
+
+def paired_markdown(paired: list[dict]) -> list[str]:
+  """The paired downstream comparisons of `hire compare` as a markdown section."""
+  if not paired:
+    return []
+  first = "the first run"
+  lines = ["## Downstream, paired on the same questions", "",
+           f"Each run's served accuracy (HiRE inference for HiRE runs) minus {first}'s exact "
+           "accuracy, in points, with the 95% interval of the paired difference and the exact "
+           "McNemar p-value.", "", "| task | run | n | difference | 95% interval | p |",
+           "| --- | --- | ---: | ---: | --- | ---: |"]
+  for r in paired:
+    lines.append(f"| {r['task']} | `{pathlib.Path(r['run']).name}` ({r['path']}) | {r['n']} | "
+                 f"{r['diff']:+.2f} | [{r['lo']:+.2f}, {r['hi']:+.2f}] | {r['p']:.3f} |")
+  return lines + [""]
