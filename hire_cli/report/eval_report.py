@@ -27,15 +27,33 @@ def fmt(value) -> str:
   return str(value)
 
 
+def display_rows(metrics: dict) -> list[tuple[str, str]]:
+  """(key, text) per metric, a value and its 95% interval (`key_lo`, `key_hi`) in one row:
+  '62.5000 [58.1000, 66.7000]'."""
+  rows = []
+  for k, v in metrics.items():
+    base = k[:-3] if k.endswith(("_lo", "_hi")) else None
+    if base and f"{base}_lo" in metrics and f"{base}_hi" in metrics and base in metrics:
+      continue
+    text = fmt(v)
+    if f"{k}_lo" in metrics and f"{k}_hi" in metrics:
+      text += f" [{fmt(metrics[k + '_lo'])}, {fmt(metrics[k + '_hi'])}]"
+    rows.append((k, text))
+  return rows
+
+
 def write(path: pathlib.Path, model_dir: str, metrics: dict, curve: dict | None,
           pngs: list[str]) -> None:
-  lines = [f"# Evaluation of `{model_dir}` at step {metrics.get('step')}", ""]
+  lines = [f"# Evaluation of `{model_dir}` at step {metrics.get('step')}", "",
+           "Accuracies are in %, with their 95% interval in brackets (Wilson; for "
+           "`hire_minus_exact`, HiRE's served accuracy minus the exact model's on the same "
+           "questions, the paired interval; `_p` is its exact McNemar p-value).", ""]
   for name, _ in FAMILIES:
-    rows = [(k, v) for k, v in metrics.items() if family_of(k) == name]
+    rows = [(k, v) for k, v in display_rows(metrics) if family_of(k) == name]
     if not rows:
       continue
     lines += [f"## {name}", "", "| metric | value |", "| --- | ---: |"]
-    lines += [f"| `{k}` | {fmt(v)} |" for k, v in rows]
+    lines += [f"| `{k}` | {v} |" for k, v in rows]
     lines.append("")
   if curve:
     ks = [k for k in curve if k.startswith("recall@")]

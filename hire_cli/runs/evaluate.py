@@ -72,7 +72,7 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     w.flush()
     pngs = plots.eval_plots(metrics, curve, out_dir)
     eval_report.write(out_dir / "report.md", model_dir, metrics, curve, pngs)
-  reporting.say(reporting.table(list(metrics.items()),
+  reporting.say(reporting.table(eval_report.display_rows(metrics),
                                 title=f"Evaluation of {model_dir} (step {step})"))
   reporting.say(f"Wrote {out_dir / 'metrics.json'} and {out_dir / 'report.md'}")
   return metrics
