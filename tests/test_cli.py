@@ -61,8 +61,8 @@ def test_eval_compare_two_runs(tmp_path):
     hire("train", f"--gin_file={gin_file}", run, "--gin.TRAIN_STEPS=2", *TINY,
          "--gin.ModelConfig.d_ff=64", "--gin.ffn/ApproxConfig.rank=4")
     hire("eval", f"--gin_file={gin_file}", run, "--gin.EVAL_BATCHES=1",
-         "--gin.DOWNSTREAM_LIMIT=2", "--gin.MINIMAL_PAIRS_LIMIT=3", "--gin.LATENCY_STEPS=2", *TINY, "--gin.ModelConfig.d_ff=64",
-         "--gin.ffn/ApproxConfig.rank=4")
+         "--gin.DOWNSTREAM_LIMIT=2", "--gin.MINIMAL_PAIRS_LIMIT=3", "--gin.LATENCY_STEPS=2",
+         *TINY, "--gin.ModelConfig.d_ff=64", "--gin.ffn/ApproxConfig.rank=4")
   out = hire("compare", str(tmp_path / "dense"), str(tmp_path / "hire_ffn"),
              f"--out={tmp_path / 'cmp'}").stdout
   header = out.splitlines()[0].split()

@@ -143,7 +143,8 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
 
 
 GAP_KEYS = (("exact loss gap %", None), ("served loss gap %", None),
-            ("softmax recall@32", "eval/recall/softmax@32"), ("FFN group recall", "eval/recall/ffn@k"),
+            ("softmax recall@32", "eval/recall/softmax@32"),
+            ("FFN group recall", "eval/recall/ffn@k"),
             ("top-1 agreement", "eval/top1_agreement"))
 
 
