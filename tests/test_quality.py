@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from hire_cli.report import reporting
-from hire_cli.report import quality_page
+from hire_cli.report import quality_page, reporting
 
 
 def _metrics(loss, served, acc, acc_hire=None, recall_sm=None, recall_ffn=None):
