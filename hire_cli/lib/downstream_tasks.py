@@ -11,6 +11,7 @@ word, and is scored by greedy exact match (LAMBADA accuracy).
 
 import collections
 import functools
+import hashlib
 import json
 import pathlib
 
@@ -109,7 +110,11 @@ def cloze_accuracy(targets, scores) -> dict:
 
 
 def task_name(name: str, shots: int, vocab_path: str) -> str:
-  return tasks.task_name(f"{PREFIX}{name}_{shots}shot", vocab_path)
+  """`hire_ds_<task>_<shots>shot`; another vocabulary than the shipped one adds its hash."""
+  base = f"{PREFIX}{name}_{shots}shot"
+  if not vocab_path or vocab_path == str(paths.default_vocab_path()):
+    return base
+  return f"{base}__{hashlib.sha1(vocab_path.encode()).hexdigest()[:10]}"
 
 
 def register(task: dict, *, shots: int = 0, limit: int = 0, vocab_path: str = "") -> str:
@@ -139,3 +144,16 @@ def register(task: dict, *, shots: int = 0, limit: int = 0, vocab_path: str = ""
       postprocess_fn=postprocess,
       metric_fns=[metric])  # (targets, scores) arguments: seqio calls it with the scores
   return name
+
+
+def register_shipped() -> list[str]:
+  """The shipped tasks, zero-shot, with the shipped vocabulary: registered on import (as in a
+  T5X task module), so `seqio.get_mixture_or_task('hire_ds_cloze_0shot')` works after
+  `import hire_cli.lib.downstream_tasks`. Nothing is registered when data/downstream is absent."""
+  try:
+    return [register(t) for t in manifest()]
+  except errors.UserError:
+    return []
+
+
+register_shipped()
