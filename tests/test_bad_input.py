@@ -14,6 +14,7 @@ TINY = ["ModelConfig.d_model = 16", "ModelConfig.n_layers = 1", "ModelConfig.d_f
         "BATCH_SIZE = 2", "EVAL_EVERY = 0"]
 SOFTMAX = "configs/experiments/tiny_hire_softmax.gin"
 FFN = "configs/experiments/tiny_hire_ffn.gin"
+CORPUS = paths.corpus_dir() / "validation.jsonl.gz"  # a .jsonl.gz of real text with a 'text' key
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,28 @@ def _case(tmp, trained):
                                    "needs 4 devices"),
       "sequence longer than the model": ("train", None, [*TINY, run, "SEQ_LEN = 4096"],
                                          "SEQ_LEN=4096"),
-      "unknown task": ("train", None, [*TINY, run, "TASK = 'wiki_lm'"], "unknown task"),
+      "unknown task": ("train", None, [*TINY, run, "TASK = 'hire_corpus'"],
+                       "did you mean 'hire_corpus_lm'?"),
+      "unknown eval task": ("eval", None, [*TINY, old, "EVAL_TASK = 'lm1b'"],
+                            "EVAL_TASK='lm1b' is not a registered seqio task"),
+      "text files without files": ("train", None, [*TINY, run, "TASK = 'text_files'"],
+                                   "TRAIN_FILES and EVAL_FILES"),
+      "empty train glob": ("train", None, [*TINY, run, "TASK = 'text_files'",
+                                           "TRAIN_FILES = '/nonexistent/*.txt'"],
+                           "TRAIN_FILES: '/nonexistent/*.txt' matches no file"),
+      "empty eval glob": ("train", None, [*TINY, run, "TASK = 'text_files'", "EVAL_EVERY = 5",
+                                          f"TRAIN_FILES = '{CORPUS}'",
+                                          "EVAL_FILES = ['/nonexistent/held/*.txt']"],
+                          "EVAL_FILES: '/nonexistent/held/*.txt' matches no file"),
+      "empty eval glob at eval": ("eval", None, [*TINY, old, "EVAL_TASK = 'text_files'",
+                                                 "EVAL_FILES = '/nonexistent/*.jsonl'"],
+                                  "EVAL_FILES: '/nonexistent/*.jsonl' matches no file"),
+      "wrong text key": ("train", None, [*TINY, run, "TASK = 'text_files'",
+                                         f"TRAIN_FILES = '{CORPUS}'", "TEXT_KEY = 'body'"],
+                         "no text under 'body'"),
+      "task module not found": ("train", None, [*TINY, run,
+                                                "MIXTURE_OR_TASK_MODULE = 'no_such_tasks'"],
+                                "MIXTURE_OR_TASK_MODULE 'no_such_tasks' was not found"),
       "missing vocabulary": ("train", None, [*TINY, run, "VOCAB_PATH = '/nonexistent.model'"],
                              "vocabulary /nonexistent.model not found"),
       "vocabulary larger than the model": ("train", None, [*TINY, run,
@@ -119,7 +141,9 @@ CASES = sorted([
     "required macro unset", "k > V", "k' < k", "rank >= d", "bits not 4 or 8",
     "unknown top-k method", "group size not dividing F", "unknown activation", "zero steps",
     "negative steps", "zero batch", "mesh larger than devices", "sequence longer than the model",
-    "unknown task", "missing vocabulary", "vocabulary larger than the model",
+    "unknown task", "unknown eval task", "text files without files", "empty train glob",
+    "empty eval glob", "empty eval glob at eval", "wrong text key", "task module not found",
+    "missing vocabulary", "vocabulary larger than the model",
     "checkpoint of another shape", "post-hoc HiRE-FFN on a dense FFN",
     "checkpoint of another vocabulary size",
     "MODEL_DIR not writable", "eval without checkpoints", "prompt longer than the context",
