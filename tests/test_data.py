@@ -76,3 +76,30 @@ def test_unknown_task_is_a_user_error_with_a_did_you_mean():
     data.load_rows(data.DataConfig(task="hire_corpus_llm"), "train")
   assert "TASK='hire_corpus_llm' is not a registered seqio task" in str(e.value)
   assert "did you mean 'hire_corpus_lm'?" in str(e.value) and "lm1b_lm" in str(e.value)
+
+
+def test_the_corpus_build_follows_its_files(tmp_path):
+  """The TFDS build of the shipped corpus records the files it was made from: changed corpus
+  files are built again, never read stale."""
+  import gzip
+  import json
+
+  from hire_cli.lib import tfds_corpus
+  corpus, built = tmp_path / "corpus", tmp_path / "tfds"
+  corpus.mkdir()
+
+  def write(text):
+    for split in tfds_corpus.SPLITS:
+      with gzip.open(corpus / f"{split}.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"id": f"{split}-0", "source": "t", "text": text}) + "\n")
+
+  def read():
+    ds = tfds_corpus.HireCorpus(data_dir=str(built)).as_dataset(split="train")
+    return [ex["text"].decode() for ex in ds.as_numpy_iterator()]
+
+  write("first text")
+  tfds_corpus.prepare(built, corpus)
+  assert read() == ["first text"]
+  write("second text")
+  tfds_corpus.prepare(built, corpus)
+  assert read() == ["second text"]

@@ -85,7 +85,7 @@ def test_train_on_a_folder_then_evaluate_other_text(folder, tmp_path):
   assert name.startswith("text_files-held-")
   first = json.loads((run / "eval" / name / "metrics.json").read_text())
   assert first["data"]["validation"]["files"] == [str(held)]
-  assert len(first["data"]["unigram_train"]["files"]) == 9
+  assert first["data"]["unigram_train"]["num_files"] == 9
   assert "held.txt" in (run / "eval" / name / "report.md").read_text()
   assert list((run / "tb" / "eval" / name).iterdir()), "TensorBoard under the data's own folder"
 

@@ -69,7 +69,7 @@ def _describe(cfg: DataConfig, split: str):
   rec = {"task": cfg.task_for(split), "seqio_name": provider.name, "split": split,
          "fingerprint": fp or "none", "seq_len": cfg.seq_len}
   if files:
-    rec["files"] = files if len(files) <= 20 else files[:20] + [f"... {len(files)} files"]
+    rec["files"], rec["num_files"] = files[:20], len(files)  # the fingerprint covers them all
   _RECORDS[(cfg, split)] = rec
   return provider, fp
 

@@ -122,6 +122,8 @@ def register(task: dict, *, shots: int = 0, limit: int = 0, vocab_path: str = ""
   name = task_name(task["name"], shots, vocab_path)
   if limit:
     name = f"{name}_first{limit}"
+  if pathlib.Path(task["path"]).parent.resolve() != downstream_dir().resolve():  # another copy
+    name = f"{name}__{hashlib.sha1(task['path'].encode()).hexdigest()[:10]}"
   if name in seqio.TaskRegistry.names():
     return name
   sig = {"inputs": tf.TensorSpec((), tf.string), "targets": tf.TensorSpec((), tf.string),
@@ -144,6 +146,16 @@ def register(task: dict, *, shots: int = 0, limit: int = 0, vocab_path: str = ""
       postprocess_fn=postprocess,
       metric_fns=[metric])  # (targets, scores) arguments: seqio calls it with the scores
   return name
+
+
+def record(data_dir: str = "") -> dict:
+  """What the downstream numbers were measured on: the folder and a fingerprint of its files."""
+  from hire_cli.lib import text_source
+  root = pathlib.Path(data_dir or downstream_dir())
+  files = [root / "manifest.json"] + [pathlib.Path(t["path"]) for t in manifest(data_dir)]
+  sigs = [text_source.file_signature(str(f)) for f in files]
+  return {"dir": str(root), "tasks": [t["name"] for t in manifest(data_dir)],
+          "fingerprint": hashlib.sha1(json.dumps(sigs).encode()).hexdigest()}
 
 
 def register_shipped() -> list[str]:

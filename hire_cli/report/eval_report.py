@@ -38,9 +38,14 @@ def data_label(metrics: dict) -> str:
 def data_lines(metrics: dict) -> list[str]:
   lines = ["## Data", ""]
   for role, rec in (metrics.get("data") or {}).items():
-    files = rec.get("files")
+    if "task" not in rec:  # the downstream tasks
+      lines.append(f"- {role}: `{rec.get('dir')}` ({len(rec.get('tasks', []))} tasks), "
+                   f"fingerprint `{rec.get('fingerprint', '')[:16]}`")
+      continue
+    files, n = rec.get("files") or [], rec.get("num_files", len(rec.get("files") or []))
+    shown = ", ".join(f"`{f}`" for f in files[:3]) + (f" and {n - 3} more" if n > 3 else "")
     lines.append(f"- {role}: task `{rec['task']}`, split `{rec['split']}`, fingerprint "
-                 f"`{rec['fingerprint'][:16]}`" + (f", files: {', '.join(files)}" if files else ""))
+                 f"`{rec['fingerprint'][:16]}`" + (f", files: {shown}" if files else ""))
   return lines + [""]
 
 

@@ -65,6 +65,8 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     metrics.update(hire_downstream.evaluate_downstream(
         graphdef, params, model, data_dir=downstream_dir, shots=downstream_shots,
         limit=downstream_limit, batch_size=batch_size, vocab_path=data_cfg.vocab_path))
+    from hire_cli.lib import downstream_tasks
+    metrics["data"]["downstream"] = downstream_tasks.record(downstream_dir)
   if latency_steps and jax.process_count() == 1:
     reporting.say(f"Timing {latency_steps} decode steps at batch 1 ...")
     metrics.update(latency.decode_latency(graphdef, params, model, latency_steps))
