@@ -4,12 +4,14 @@ each number was measured on."""
 
 import gzip
 import json
+import shutil
 
 import pytest
 
 from hire_cli import errors, paths
 from hire_cli.cli import runner
 from hire_cli.lib import data, text_source
+from hire_cli.runs import compare
 
 TINY = ["ModelConfig.d_model = 16", "ModelConfig.n_layers = 1", "ModelConfig.d_ff = 32",
         "BATCH_SIZE = 2", "SEQ_LEN = 32", "LATENCY_STEPS = 0", "DOWNSTREAM = False",
@@ -101,3 +103,15 @@ def test_train_on_a_folder_then_evaluate_other_text(folder, tmp_path):
   assert runner.execute("eval", None, [*TINY, *own, f"EVAL_FILES = '{other}'"]) == 0
   assert sorted(p.name.split("-")[1] for p in (run / "eval").iterdir()) == ["held", "other"]
   assert (run / "eval" / name / "metrics.json").read_bytes() == kept
+
+  # `hire compare` asks which evaluation when a run has several, and flags different data.
+  with pytest.raises(errors.UserError, match="evaluated on several datasets"):
+    compare.compare_runs([str(run), str(run)], str(tmp_path / "cmp"))
+  other_name = next(p.name for p in (run / "eval").iterdir() if p.name != name)
+  table = compare.compare_runs([str(run), str(run)], str(tmp_path / "cmp"), data=name)
+  assert table["data"][0] == table["data"][1] and table["data"][0].startswith("text_files")
+  for copy, which in (("held_only", name), ("other_only", other_name)):
+    shutil.copytree(run / "eval" / which, tmp_path / copy / "eval" / which)
+  compare.compare_runs([str(tmp_path / "held_only"), str(tmp_path / "other_only")],
+                       str(tmp_path / "cmp2"))
+  assert "evaluated on different data" in (tmp_path / "cmp2.md").read_text()

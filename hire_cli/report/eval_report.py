@@ -51,10 +51,11 @@ def data_lines(metrics: dict) -> list[str]:
 
 def find_metrics(run: str) -> dict[str, pathlib.Path]:
   """{data name: metrics.json} of every evaluation of `run` (`eval/<data>/metrics.json`; an
-  evaluation from before data had its own folder is `eval/metrics.json`, named '')."""
+  evaluation from before data had its own folder, `eval/metrics.json`, is named '' and read
+  only when there is no other)."""
   root = pathlib.Path(run) / "eval"
   found = {p.parent.name: p for p in sorted(root.glob("*/metrics.json"))}
-  if (root / "metrics.json").is_file():
+  if not found and (root / "metrics.json").is_file():
     found[""] = root / "metrics.json"
   return found
 

@@ -24,6 +24,10 @@ def compare_runs(runs: list[str], out: str = "", data: str = "") -> dict:
   base.with_suffix(".md").write_text(eval_report.comparison_markdown(table))
   reporting.write_json(base.with_suffix(".json"), table)
   reporting.say(eval_report.comparison_console(table))
+  reporting.say("data: " + "; ".join(f"{r}: {d}" for r, d in zip(runs, table["data"])))
+  if len(set(table["data"])) > 1:
+    reporting.say("warning: the runs were evaluated on different data; their losses are not "
+                  "comparable")
   reporting.say(f"Wrote {base.with_suffix('.md')} and {base.with_suffix('.json')}")
   return table
 
