@@ -115,3 +115,18 @@ def test_train_on_a_folder_then_evaluate_other_text(folder, tmp_path):
   compare.compare_runs([str(tmp_path / "held_only"), str(tmp_path / "other_only")],
                        str(tmp_path / "cmp2"))
   assert "evaluated on different data" in (tmp_path / "cmp2.md").read_text()
+
+
+def test_text_files_with_your_own_sentencepiece_model(folder, tmp_path):
+  """VOCAB_PATH: text files tokenized with a user's SentencePiece model; the vocabulary is
+  part of the cache key."""
+  import sentencepiece
+  sentencepiece.SentencePieceTrainer.train(
+      input=str(next(folder.glob("*.txt"))), model_prefix=str(tmp_path / "mine"), vocab_size=200,
+      pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+  mine = data.DataConfig(task="text_files", train_files=str(folder), seq_len=32,
+                         vocab_path=str(tmp_path / "mine.model"))
+  shipped = data.DataConfig(task="text_files", train_files=str(folder), seq_len=32)
+  rows, shipped_rows = data.load_rows(mine, "train"), data.load_rows(shipped, "train")
+  assert rows.max() < 200 <= shipped_rows.max()
+  assert data.record(mine, "train")["fingerprint"] != data.record(shipped, "train")["fingerprint"]
