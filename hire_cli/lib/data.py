@@ -46,7 +46,8 @@ def check(cfg: DataConfig, split: str):
   if split not in provider.splits:
     hint = ""
     if cfg.task_for(split) == data_config.TEXT_TASK:
-      hint = "; set EVAL_FILES" if split != "train" else "; set TRAIN_FILES"
+      hint = ("; set EVAL_FILES (or, to train without validation, EVAL_EVERY=0)" if split !=
+              "train" else "; set TRAIN_FILES")
     raise errors.UserError(f"task {cfg.task_for(split)} has no split {split!r}; it has "
                            f"{list(provider.splits)}{hint}")
   from hire_cli.lib import fingerprint

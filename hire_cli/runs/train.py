@@ -122,6 +122,7 @@ def check_run(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     raise errors.UserError(
         f"BATCH_SIZE={batch_size} is not divisible by the mesh's data axis "
         f"({mesh.shape['data']}); use a multiple of it")
+  data.check(data_cfg, "train")  # the train data, then the validation data: cheap checks first
   if evaluates:
     data.check(data_cfg, "validation")
   rows_NxL = data.load_rows(data_cfg, "train")
