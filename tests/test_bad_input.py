@@ -174,28 +174,31 @@ def test_bad_input(name, tmp_path, trained, capsys):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"], "a refused run wrote files"
 
 
-def test_empty_dataset(tmp_path, monkeypatch, capsys):
-  corpus = tmp_path / "data" / "corpus"
-  corpus.mkdir(parents=True)
-  for split in ("train", "validation", "test"):
-    with gzip.open(corpus / f"{split}.jsonl.gz", "wt") as f:
+def test_empty_dataset(tmp_path, capsys):
+  """Text files that hold less than one row: one line, exit 2, no run folder."""
+  (tmp_path / "empty.txt").write_text("")
+  (tmp_path / "short.txt").write_text("Too short for a row.")
+  for files in ("empty.txt", "*.txt"):
+    assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'",
+                                          "TASK = 'text_files'",
+                                          f"TRAIN_FILES = '{tmp_path}/{files}'"]) == 2
+    assert "gave no rows of 128 tokens" in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()
+
+
+def test_empty_or_missing_corpus(tmp_path):
+  """The shipped corpus's TFDS build refuses missing or empty split files (e.g. a partial
+  `make data`) instead of building an empty dataset."""
+  from hire_cli import errors
+  from hire_cli.lib import tfds_corpus
+  with pytest.raises(errors.UserError, match="corpus split"):
+    tfds_corpus.prepare(tmp_path / "tfds", tmp_path)
+  for split in tfds_corpus.SPLITS:
+    with gzip.open(tmp_path / f"{split}.jsonl.gz", "wt") as f:
       f.write("")
-  (tmp_path / "data" / "vocab").mkdir()
-  (tmp_path / "data" / "vocab" / "hire_32k.model").write_bytes(
-      paths.default_vocab_path().read_bytes())
-  monkeypatch.setenv("HIRE_DATA_DIR", str(tmp_path / "data"))
-  assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
-  assert "is empty" in capsys.readouterr().err
-
-
-def test_missing_dataset(tmp_path, monkeypatch, capsys):
-  monkeypatch.setenv("HIRE_DATA_DIR", str(tmp_path))
-  (tmp_path / "vocab").mkdir()
-  (tmp_path / "vocab" / "hire_32k.model").write_bytes(
-      (paths.REPO_ROOT / "data" / "vocab" / "hire_32k.model").read_bytes())
-  monkeypatch.setenv("HIRE_TFDS_DIR", str(tmp_path / "tfds"))
-  assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
-  assert "corpus split(s)" in capsys.readouterr().err
+  with pytest.raises(errors.UserError, match="is empty"):
+    tfds_corpus.prepare(tmp_path / "tfds", tmp_path)
+  assert not (tmp_path / "tfds").exists()
 
 
 def test_disk_full_while_saving(trained, monkeypatch, capsys, tmp_path):
