@@ -10,12 +10,16 @@ SHIPPED_TASK = "hire_corpus_lm"
 TEXT_TASK = "text_files"  # the built-in task over TRAIN_FILES / EVAL_FILES
 
 
+MACROS = {"modules": "MIXTURE_OR_TASK_MODULE", "train_files": "TRAIN_FILES",
+          "eval_files": "EVAL_FILES"}
+
+
 def _strings(value, field: str) -> tuple[str, ...]:
   """A string or a list of strings, as a tuple (gin gives lists; one glob needs no brackets)."""
   items = (value,) if isinstance(value, str) else tuple(value)
   if not all(isinstance(v, str) and v for v in items):
-    raise errors.UserError(f"DataConfig.{field}={value!r} must be a non-empty string or a list "
-                           "of them")
+    raise errors.UserError(f"{MACROS[field]}={value!r} must be a non-empty string or a list of "
+                           "them")
   return items
 
 
@@ -34,7 +38,7 @@ class DataConfig:
 
   def __post_init__(self):
     validate.fields(self)
-    for field in ("modules", "train_files", "eval_files"):
+    for field in MACROS:
       object.__setattr__(self, field, _strings(getattr(self, field), field))
     if not self.task:
       raise errors.UserError("TASK is empty; name a registered seqio task, e.g. "
