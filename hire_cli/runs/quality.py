@@ -65,7 +65,7 @@ def main(argv) -> None:
       continue
     hire("eval", f"--gin_file=configs/experiments/{size}_{v}.gin", f"--gin.MODEL_DIR={root / v}",
          f"--gin.DOWNSTREAM_LIMIT={limit}", *(QUICK_EVAL if quick else ()))
-  hire("compare", *[str(root / v) for v in VARIANTS],
+  hire("compare", *[str(root / v) for v in VARIANTS], f"--data={EVAL_DATA}",
        f"--out={root / 'comparison'}")
   hire("bench-latency", f"--gin_file=configs/experiments/{size}_hire.gin",
        f"--gin.MODEL_DIR={root / 'hire'}", f"--gin.BENCH_VARIANTS={list(VARIANTS)}")
@@ -79,8 +79,12 @@ def main(argv) -> None:
 QUICK_EVAL = ("--gin.evaluate.recall_k_primes=[32,128,512]", "--gin.evaluate.recall_batches=1")
 
 
+# The quality runs train and evaluate on the shipped corpus: `hire eval` writes eval/<task>/.
+EVAL_DATA = "hire_corpus_lm"
+
+
 def _evaluated(run: pathlib.Path, steps: int) -> bool:
-  path = run / "eval" / "metrics.json"
+  path = run / "eval" / EVAL_DATA / "metrics.json"
   if not path.exists():
     return False
   m = json.loads(path.read_text())
@@ -88,7 +92,8 @@ def _evaluated(run: pathlib.Path, steps: int) -> bool:
 
 
 def _metrics(root: pathlib.Path) -> dict:
-  return {v: json.loads((root / v / "eval" / "metrics.json").read_text()) for v in VARIANTS}
+  return {v: json.loads((root / v / "eval" / EVAL_DATA / "metrics.json").read_text())
+          for v in VARIANTS}
 
 
 def results_rows(metrics: dict, latency: dict) -> list[tuple[str, list]]:
@@ -181,7 +186,7 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
     copy.write_text(comparison.read_text())
     extra = f"; every metric side by side: [{copy.name}]({copy.name})"
   lines += ["", f"![training curves]({curves.name})", "",
-            f"Per-run reports: `{root}/<variant>/eval/report.md`{extra}."]
+            f"Per-run reports: `{root}/<variant>/eval/{EVAL_DATA}/report.md`{extra}."]
   out.write_text("\n".join(lines) + "\n")
 
 
