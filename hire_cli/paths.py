@@ -1,4 +1,5 @@
-"""Where the shipped data lives. Override with HIRE_DATA_DIR (e.g. a copy on a bucket or NFS)."""
+"""Where the shipped data lives. Other data is named in gin (TASK, TRAIN_FILES, EVAL_FILES,
+VOCAB_PATH, evaluate.downstream_dir); HIRE_TFDS_DIR moves the built corpus and the row caches."""
 
 import os
 import pathlib
@@ -7,7 +8,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def data_dir() -> pathlib.Path:
-  return pathlib.Path(os.environ.get("HIRE_DATA_DIR", REPO_ROOT / "data"))
+  return REPO_ROOT / "data"
 
 
 def corpus_dir() -> pathlib.Path:

@@ -14,6 +14,7 @@ TINY = ["ModelConfig.d_model = 16", "ModelConfig.n_layers = 1", "ModelConfig.d_f
         "BATCH_SIZE = 2", "EVAL_EVERY = 0"]
 SOFTMAX = "configs/experiments/tiny_hire_softmax.gin"
 FFN = "configs/experiments/tiny_hire_ffn.gin"
+CORPUS = paths.corpus_dir() / "validation.jsonl.gz"  # a .jsonl.gz of real text with a 'text' key
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,28 @@ def _case(tmp, trained):
                                    "needs 4 devices"),
       "sequence longer than the model": ("train", None, [*TINY, run, "SEQ_LEN = 4096"],
                                          "SEQ_LEN=4096"),
-      "unknown task": ("train", None, [*TINY, run, "TASK = 'wiki_lm'"], "unknown task"),
+      "unknown task": ("train", None, [*TINY, run, "TASK = 'hire_corpus'"],
+                       "did you mean 'hire_corpus_lm'?"),
+      "unknown eval task": ("eval", None, [*TINY, old, "EVAL_TASK = 'lm1b'"],
+                            "EVAL_TASK='lm1b' is not a registered seqio task"),
+      "text files without files": ("train", None, [*TINY, run, "TASK = 'text_files'"],
+                                   "TRAIN_FILES and EVAL_FILES"),
+      "empty train glob": ("train", None, [*TINY, run, "TASK = 'text_files'",
+                                           "TRAIN_FILES = '/nonexistent/*.txt'"],
+                           "TRAIN_FILES: '/nonexistent/*.txt' matches no file"),
+      "empty eval glob": ("train", None, [*TINY, run, "TASK = 'text_files'", "EVAL_EVERY = 5",
+                                          f"TRAIN_FILES = '{CORPUS}'",
+                                          "EVAL_FILES = ['/nonexistent/held/*.txt']"],
+                          "EVAL_FILES: '/nonexistent/held/*.txt' matches no file"),
+      "empty eval glob at eval": ("eval", None, [*TINY, old, "EVAL_TASK = 'text_files'",
+                                                 "EVAL_FILES = '/nonexistent/*.jsonl'"],
+                                  "EVAL_FILES: '/nonexistent/*.jsonl' matches no file"),
+      "wrong text key": ("train", None, [*TINY, run, "TASK = 'text_files'",
+                                         f"TRAIN_FILES = '{CORPUS}'", "TEXT_KEY = 'body'"],
+                         "no text under 'body'"),
+      "task module not found": ("train", None, [*TINY, run,
+                                                "MIXTURE_OR_TASK_MODULE = 'no_such_tasks'"],
+                                "MIXTURE_OR_TASK_MODULE 'no_such_tasks' was not found"),
       "missing vocabulary": ("train", None, [*TINY, run, "VOCAB_PATH = '/nonexistent.model'"],
                              "vocabulary /nonexistent.model not found"),
       "vocabulary larger than the model": ("train", None, [*TINY, run,
@@ -119,7 +141,9 @@ CASES = sorted([
     "required macro unset", "k > V", "k' < k", "rank >= d", "bits not 4 or 8",
     "unknown top-k method", "group size not dividing F", "unknown activation", "zero steps",
     "negative steps", "zero batch", "mesh larger than devices", "sequence longer than the model",
-    "unknown task", "missing vocabulary", "vocabulary larger than the model",
+    "unknown task", "unknown eval task", "text files without files", "empty train glob",
+    "empty eval glob", "empty eval glob at eval", "wrong text key", "task module not found",
+    "missing vocabulary", "vocabulary larger than the model",
     "checkpoint of another shape", "post-hoc HiRE-FFN on a dense FFN",
     "checkpoint of another vocabulary size",
     "MODEL_DIR not writable", "eval without checkpoints", "prompt longer than the context",
@@ -150,28 +174,31 @@ def test_bad_input(name, tmp_path, trained, capsys):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"], "a refused run wrote files"
 
 
-def test_empty_dataset(tmp_path, monkeypatch, capsys):
-  corpus = tmp_path / "data" / "corpus"
-  corpus.mkdir(parents=True)
-  for split in ("train", "validation", "test"):
-    with gzip.open(corpus / f"{split}.jsonl.gz", "wt") as f:
+def test_empty_dataset(tmp_path, capsys):
+  """Text files that hold less than one row: one line, exit 2, no run folder."""
+  (tmp_path / "empty.txt").write_text("")
+  (tmp_path / "short.txt").write_text("Too short for a row.")
+  for files in ("empty.txt", "*.txt"):
+    assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'",
+                                          "TASK = 'text_files'",
+                                          f"TRAIN_FILES = '{tmp_path}/{files}'"]) == 2
+    assert "gave no rows of 128 tokens" in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()
+
+
+def test_empty_or_missing_corpus(tmp_path):
+  """The shipped corpus's TFDS build refuses missing or empty split files (e.g. a partial
+  `make data`) instead of building an empty dataset."""
+  from hire_cli import errors
+  from hire_cli.lib import tfds_corpus
+  with pytest.raises(errors.UserError, match="corpus split"):
+    tfds_corpus.prepare(tmp_path / "tfds", tmp_path)
+  for split in tfds_corpus.SPLITS:
+    with gzip.open(tmp_path / f"{split}.jsonl.gz", "wt") as f:
       f.write("")
-  (tmp_path / "data" / "vocab").mkdir()
-  (tmp_path / "data" / "vocab" / "hire_32k.model").write_bytes(
-      paths.default_vocab_path().read_bytes())
-  monkeypatch.setenv("HIRE_DATA_DIR", str(tmp_path / "data"))
-  assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
-  assert "is empty" in capsys.readouterr().err
-
-
-def test_missing_dataset(tmp_path, monkeypatch, capsys):
-  monkeypatch.setenv("HIRE_DATA_DIR", str(tmp_path))
-  (tmp_path / "vocab").mkdir()
-  (tmp_path / "vocab" / "hire_32k.model").write_bytes(
-      (paths.REPO_ROOT / "data" / "vocab" / "hire_32k.model").read_bytes())
-  monkeypatch.setenv("HIRE_TFDS_DIR", str(tmp_path / "tfds"))
-  assert runner.execute("train", None, [*TINY, f"MODEL_DIR = '{tmp_path}/run'"]) == 2
-  assert "corpus split(s)" in capsys.readouterr().err
+  with pytest.raises(errors.UserError, match="is empty"):
+    tfds_corpus.prepare(tmp_path / "tfds", tmp_path)
+  assert not (tmp_path / "tfds").exists()
 
 
 def test_disk_full_while_saving(trained, monkeypatch, capsys, tmp_path):

@@ -38,11 +38,12 @@ def test_train_resume_eval_bench(tmp_path):
 
   hire("eval", run, "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=2",
        "--gin.MINIMAL_PAIRS_LIMIT=3", *TINY)
-  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  metrics = json.loads((tmp_path / "eval" / "hire_corpus_lm" / "metrics.json").read_text())
   assert metrics["step"] == 5 and {"loss", "perplexity", "unigram_loss"} <= set(metrics)
   assert {"downstream/mean/accuracy", "downstream/cloze/accuracy",
           "latency/ms_per_token"} <= set(metrics)
-  assert "## Downstream accuracy" in (tmp_path / "eval" / "report.md").read_text()
+  assert metrics["data"]["validation"]["task"] == "hire_corpus_lm"
+  assert "## Downstream accuracy" in (tmp_path / "eval" / "hire_corpus_lm" / "report.md").read_text()
 
   hire("bench-latency", run, "--gin.DECODE_STEPS=4", "--gin.CONTEXT_LEN=8", *TINY)
   latency = json.loads((tmp_path / "bench" / "latency.json").read_text())
@@ -75,7 +76,8 @@ def test_eval_compare_two_runs(tmp_path):
   md = (tmp_path / "cmp.md").read_text()
   assert "| metric | dense | hire_ffn | hire_ffn - dense |" in md and "## Downstream" in md
   # Paired on the same questions: HiRE-served outcomes of run 2 against dense's exact ones.
-  items = [json.loads((tmp_path / r / "eval" / "downstream_items.json").read_text())["tasks"]
+  items = [json.loads((tmp_path / r / "eval" / "hire_corpus_lm" / "downstream_items.json")
+                      .read_text())["tasks"]
            for r in ("dense", "hire_ffn")]
   swap = next(p for p in table["paired"] if p["task"] == "mp_swap")
   a, b = items[0]["mp_swap"]["exact"], items[1]["mp_swap"]["hire"]
@@ -85,7 +87,7 @@ def test_eval_compare_two_runs(tmp_path):
 
   # `hire eval --compare` is an alias; a run without metrics is one line and exit 2.
   proc = hire("eval", "--compare", str(tmp_path / "dense"), str(tmp_path / "nope"), check=False)
-  assert proc.returncode == 2 and "nope/eval/metrics.json not found" in proc.stderr
+  assert proc.returncode == 2 and "nope/eval/<data>/metrics.json not found" in proc.stderr
   assert [l for l in proc.stderr.splitlines() if l.startswith("hire")] == [
       proc.stderr.strip().splitlines()[-1]], proc.stderr
 

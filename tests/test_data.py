@@ -13,7 +13,7 @@ def val_rows():
 
 
 def test_shipped_task_yields_packed_rows():
-  task = tasks.get_task(tasks.SHIPPED_TASK)
+  task = seqio.get_mixture_or_task(tasks.SHIPPED_TASK)  # registered on import
   assert set(task.splits) >= {"train", "validation", "test"}
   ds = task.get_dataset(sequence_length={"targets": 64}, split="validation", shuffle=False)
   batch = next(ds.batch(4, drop_remainder=True).as_numpy_iterator())
@@ -64,13 +64,42 @@ def test_unigram_baseline_is_sane(val_rows):
 def test_lm1b_task_with_mock_data():
   """The public-dataset path, for users who have lm1b in a TFDS data_dir."""
   with tfds.testing.mock_data(num_examples=20):
-    task = tasks.get_task("lm1b_lm")
+    task = seqio.get_mixture_or_task("lm1b_lm")
     ds = task.get_dataset(sequence_length={"targets": 16}, split="train", shuffle=False,
                           try_in_mem_cache=False)
     rows = [ex["targets"] for ex in ds.as_numpy_iterator()]
   assert rows and all(r.shape == (16,) for r in rows)
 
 
-def test_unknown_task_is_a_user_error():
-  with pytest.raises(errors.UserError, match="unknown task"):
-    tasks.get_task("wikipedia_lm")
+def test_unknown_task_is_a_user_error_with_a_did_you_mean():
+  with pytest.raises(errors.UserError) as e:
+    data.load_rows(data.DataConfig(task="hire_corpus_llm"), "train")
+  assert "TASK='hire_corpus_llm' is not a registered seqio task" in str(e.value)
+  assert "did you mean 'hire_corpus_lm'?" in str(e.value) and "lm1b_lm" in str(e.value)
+
+
+def test_the_corpus_build_follows_its_files(tmp_path):
+  """The TFDS build of the shipped corpus records the files it was made from: changed corpus
+  files are built again, never read stale."""
+  import gzip
+  import json
+
+  from hire_cli.lib import tfds_corpus
+  corpus, built = tmp_path / "corpus", tmp_path / "tfds"
+  corpus.mkdir()
+
+  def write(text):
+    for split in tfds_corpus.SPLITS:
+      with gzip.open(corpus / f"{split}.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"id": f"{split}-0", "source": "t", "text": text}) + "\n")
+
+  def read():
+    ds = tfds_corpus.HireCorpus(data_dir=str(built)).as_dataset(split="train")
+    return [ex["text"].decode() for ex in ds.as_numpy_iterator()]
+
+  write("first text")
+  tfds_corpus.prepare(built, corpus)
+  assert read() == ["first text"]
+  write("second text")
+  tfds_corpus.prepare(built, corpus)
+  assert read() == ["second text"]

@@ -13,7 +13,8 @@ from hire_cli.cli import runner
 # The macros configs/runs/common.gin and pretrain.gin document, and the kind of value each takes.
 MACROS = ["TRAIN_STEPS", "BATCH_SIZE", "SEQ_LEN", "LEARNING_RATE", "WARMUP_STEPS",
           "CHECKPOINT_EVERY", "EVAL_EVERY", "SEED", "MESH_DATA", "MESH_MODEL", "MODEL_DIR",
-          "TASK", "VOCAB_PATH", "POST_HOC_FROM", "START_OVER"]
+          "TASK", "VOCAB_PATH", "POST_HOC_FROM", "START_OVER", "EVAL_TASK",
+          "MIXTURE_OR_TASK_MODULE", "TRAIN_FILES", "EVAL_FILES", "TEXT_KEY"]
 HOSTILE = st.one_of(
     st.integers(min_value=-10**15, max_value=10**15),
     st.sampled_from([0, -1, 1, 2**63, 1e12, -0.5, 2.5, float("inf"), float("nan"), True, None]),

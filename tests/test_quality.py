@@ -41,8 +41,8 @@ def test_aims_say_met_or_missed_with_the_numbers():
 
 def test_results_page_has_every_variant_and_the_curves(tmp_path):
   for v, m in RUNS.items():
-    (tmp_path / v / "eval").mkdir(parents=True)
-    (tmp_path / v / "eval" / "metrics.json").write_text(json.dumps(m))
+    (tmp_path / v / "eval" / quality_page.EVAL_DATA).mkdir(parents=True)
+    (tmp_path / v / "eval" / quality_page.EVAL_DATA / "metrics.json").write_text(json.dumps(m))
     for step, loss in ((5, 6.0), (10, m["loss"])):
       reporting.append_jsonl(tmp_path / v / "history.jsonl", {"step": step, "loss": loss})
   out = tmp_path / "docs" / "results.md"

@@ -15,13 +15,16 @@ COMMANDS = {
       One report: validation loss and perplexity (exact, and served by HiRE), downstream
       accuracy on the shipped tasks (exact and HiRE; DOWNSTREAM=False skips it), top-k recall
       per HiRE layer and top-1 agreement, decode ms/token at batch 1. Writes
-      MODEL_DIR/eval/metrics.json, report.md, PNG plots and TensorBoard scalars.
+      MODEL_DIR/eval/<data>/metrics.json, report.md, PNG plots, and TensorBoard scalars in
+      tb/eval/<data>; <data> names the validation data (EVAL_TASK, or TASK), so evaluating
+      other data (e.g. --gin.EVAL_TASK=text_files --gin.EVAL_FILES=notes.txt) writes elsewhere.
       `hire eval --compare RUN RUN ...` is an alias of `hire compare`."""),
     "compare": (None, "Put the saved eval metrics of several runs side by side.", """\
-      hire compare RUN RUN ... [--out=PATH]
-      Reads RUN/eval/metrics.json of each run (run `hire eval` on each first), prints one
-      column per run with the difference to the first, and writes PATH.md and PATH.json
-      (default: <parent of the first run>/comparison). Takes no gin flags."""),
+      hire compare RUN RUN ... [--out=PATH] [--data=NAME]
+      Reads RUN/eval/<data>/metrics.json of each run (run `hire eval` on each first), prints
+      one column per run with the difference to the first, and writes PATH.md and PATH.json
+      (default: <parent of the first run>/comparison). --data picks the evaluation when a run
+      has several (the folder name under eval/). Takes no gin flags."""),
     "bench-latency": ("bench_latency", "Measure decode latency with the KV cache.", """\
       Median ms per token over DECODE_STEPS decode steps after warm-up, dense against each
       HiRE variant on the same weights, interleaved. --gin.INIT=random measures a freshly
@@ -51,7 +54,7 @@ COMMON = """\
 def usage(command: str | None = None) -> str:
   if command in COMMANDS:
     _, short, long = COMMANDS[command]
-    flags = ("RUN RUN ... [--out=PATH]" if command == "compare" else
+    flags = ("RUN RUN ... [--out=PATH] [--data=NAME]" if command == "compare" else
              "[--gin_file=FILE]... [--gin_bindings=BINDING]... [--gin.NAME=VALUE]...")
     common = "" if command == "compare" else f"{COMMON}\n"
     return (f"usage: hire {command} {flags}\n\n{short}\n\n"

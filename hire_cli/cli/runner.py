@@ -61,14 +61,16 @@ def _fail(command: str, msg: str, code: int) -> int:
 
 
 def compare(args: list[str], command: str = "compare") -> int:
-  """`hire compare RUN RUN ... [--out=PATH]`; also `hire eval --compare RUN RUN ...
-  [--compare_out=PATH]` and `--compare=RUN,RUN`."""
+  """`hire compare RUN RUN ... [--out=PATH] [--data=NAME]`; also `hire eval --compare RUN RUN
+  ... [--compare_out=PATH]` and `--compare=RUN,RUN`."""
   from hire_cli import errors
   from hire_cli.runs import compare as compare_run
-  runs, out, rest = [], "", []
+  runs, out, data, rest = [], "", "", []
   for a in args:
     if a.startswith(("--out=", "--compare_out=")):
       out = a.split("=", 1)[1]
+    elif a.startswith("--data="):
+      data = a.split("=", 1)[1]
     elif a.startswith("--compare="):
       runs += [r for r in a.split("=", 1)[1].split(",") if r]
     elif a.startswith("-") and a != "--compare":
@@ -77,9 +79,9 @@ def compare(args: list[str], command: str = "compare") -> int:
       runs.append(a)
   try:
     if rest:
-      raise errors.UserError(f"compare takes run folders and --out=PATH only, not {rest}; "
-                             "evaluate each run with `hire eval` first")
-    compare_run.compare_runs(runs, out)
+      raise errors.UserError(f"compare takes run folders, --out=PATH and --data=NAME only, not "
+                             f"{rest}; evaluate each run with `hire eval` first")
+    compare_run.compare_runs(runs, out, data)
   except errors.UserError as e:
     print(f"hire {command}: error: {one_line(e)}", file=sys.stderr)
     return 2

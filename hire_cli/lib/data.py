@@ -1,12 +1,13 @@
-"""Batches for training and evaluation, drawn from a seqio Task.
+"""Batches for training and evaluation, drawn from a seqio task or mixture.
 
-The task's packed rows are materialised once per (task, split, length, vocabulary) into a cached
-.npy array. A batch is then a pure function of (seed, step): resuming at step t gives exactly the
-batches an uninterrupted run would have seen, and each process reads only its own rows.
+The task's packed rows are materialised once into a cached .npy array whose name holds a
+fingerprint of everything that decides them (the files read and their contents, the task's
+definition, the vocabulary, the row length): changed text is read again, never served stale. A
+batch is then a pure function of (seed, step): resuming at step t gives exactly the batches an
+uninterrupted run would have seen, and each process reads only its own rows.
 """
 
 import dataclasses
-import hashlib
 import os
 import pathlib
 
@@ -16,6 +17,7 @@ from hire_cli import errors, paths
 from hire_cli.lib import data_config
 
 DataConfig = data_config.DataConfig  # where runs name it without the input pipeline
+_RECORDS: dict = {}  # (cfg, split) -> what the rows were read from (record())
 
 
 def input_pipeline():
@@ -32,39 +34,77 @@ def input_pipeline():
   return tasks, seqio
 
 
-def _cache_path(cfg: DataConfig, split: str) -> pathlib.Path:
-  vocab = cfg.vocab_path or str(paths.default_vocab_path())
-  digest = hashlib.sha1(pathlib.Path(vocab).read_bytes()).hexdigest()[:10]
-  name = f"{cfg.task}-{split}-L{cfg.seq_len}-v{digest}-n{cfg.max_rows}.npy"
+def check(cfg: DataConfig, split: str):
+  """The task or mixture of `split`, its files listed and its vocabulary found: the cheap checks
+  of load_rows, for runs to make before they write anything."""
+  tasks, seqio = input_pipeline()
+  tasks.vocabulary(cfg.vocab_path)  # fails early with a clear message
+  provider = tasks.resolve(cfg, split)
+  if "targets" not in provider.output_features:
+    raise errors.UserError(f"task {provider.name} has no 'targets' feature; hire trains "
+                           "decoder-only LMs on a task's `targets`")
+  if split not in provider.splits:
+    hint = ""
+    if cfg.task_for(split) == data_config.TEXT_TASK:
+      hint = ("; set EVAL_FILES (or, to train without validation, EVAL_EVERY=0)" if split !=
+              "train" else "; set TRAIN_FILES")
+    raise errors.UserError(f"task {cfg.task_for(split)} has no split {split!r}; it has "
+                           f"{list(provider.splits)}{hint}")
+  from hire_cli.lib import fingerprint
+  files = fingerprint.files_of(provider, split)  # lists the globs: an empty one fails here
+  return provider, files
+
+
+def record(cfg: DataConfig, split: str) -> dict:
+  """What `split` of `cfg` is read from: the task, the files, and the fingerprint that keys the
+  cache of its rows ('none' for a source that cannot be fingerprinted)."""
+  if (cfg, split) not in _RECORDS:
+    _describe(cfg, split)
+  return _RECORDS[(cfg, split)]
+
+
+def _describe(cfg: DataConfig, split: str):
+  from hire_cli.lib import fingerprint
+  provider, files = check(cfg, split)
+  fp = fingerprint.of(provider, split)
+  rec = {"task": cfg.task_for(split), "seqio_name": provider.name, "split": split,
+         "fingerprint": fp or "none", "seq_len": cfg.seq_len}
+  if files:
+    rec["files"], rec["num_files"] = files[:20], len(files)  # the fingerprint covers them all
+  _RECORDS[(cfg, split)] = rec
+  return provider, fp
+
+
+def _cache_path(cfg: DataConfig, split: str, fp: str) -> pathlib.Path:
+  name = f"{cfg.task_for(split)}-{split}-L{cfg.seq_len}-n{cfg.max_rows}-{fp[:16]}.npy"
   return paths.tfds_data_dir() / "arrays" / name
 
 
 def load_rows(cfg: DataConfig, split: str) -> np.ndarray:
-  """All packed rows of `split` as an int32 array of shape (N, seq_len)."""
+  """All packed rows of `split` as an int32 array of shape (N, seq_len): TASK's for train,
+  EVAL_TASK's (or TASK's) for any other split."""
   tasks, seqio = input_pipeline()
-  tasks.vocabulary(cfg.vocab_path)  # fails early with a clear message
-  cache = _cache_path(cfg, split)
-  if cache.is_file():
+  provider, fp = _describe(cfg, split)
+  cache = _cache_path(cfg, split, fp) if fp else None
+  if cache is not None and cache.is_file():
     return np.load(cache)
-  task = tasks.get_task(cfg.task, vocab_path=cfg.vocab_path, tfds_data_dir=cfg.tfds_data_dir)
-  if split not in task.splits:
-    raise errors.UserError(f"task {cfg.task} has no split {split!r}; it has {list(task.splits)}")
-  ds = task.get_dataset(sequence_length={"targets": cfg.seq_len}, split=split, shuffle=False,
-                        seed=0, use_cached=False, try_in_mem_cache=False)
-  converter = seqio.LMFeatureConverter(pack=False)
-  ds = converter(ds, {"targets": cfg.seq_len})
+  ds = provider.get_dataset(sequence_length={"targets": cfg.seq_len}, split=split, shuffle=False,
+                            seed=0, use_cached=False, try_in_mem_cache=False, num_epochs=1)
+  # A task of our own yields full rows already; any other one is concatenated and split here.
+  ds = tasks.concat_and_split(ds, {"targets": cfg.seq_len})
   if cfg.max_rows:
     ds = ds.take(cfg.max_rows)
-  rows = [ex["decoder_target_tokens"] for ex in ds.as_numpy_iterator()]
+  rows = [ex["targets"] for ex in ds.as_numpy_iterator()]
   if not rows:
     raise errors.UserError(
-        f"split {split!r} of task {cfg.task} gave no rows of {cfg.seq_len} tokens; the dataset is "
-        "empty or shorter than one row")
+        f"split {split!r} of task {cfg.task_for(split)} gave no rows of {cfg.seq_len} tokens; "
+        "the dataset is empty or shorter than one row")
   rows_NxL = np.stack(rows).astype(np.int32)
-  cache.parent.mkdir(parents=True, exist_ok=True)
-  tmp = cache.with_suffix(f".tmp{os.getpid()}.npy")  # processes may share the cache folder
-  np.save(tmp, rows_NxL)
-  tmp.replace(cache)
+  if cache is not None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}.npy")  # processes may share the cache folder
+    np.save(tmp, rows_NxL)
+    tmp.replace(cache)
   return rows_NxL
 
 

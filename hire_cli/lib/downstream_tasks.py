@@ -11,6 +11,7 @@ word, and is scored by greedy exact match (LAMBADA accuracy).
 
 import collections
 import functools
+import hashlib
 import json
 import pathlib
 
@@ -109,7 +110,11 @@ def cloze_accuracy(targets, scores) -> dict:
 
 
 def task_name(name: str, shots: int, vocab_path: str) -> str:
-  return tasks.task_name(f"{PREFIX}{name}_{shots}shot", vocab_path)
+  """`hire_ds_<task>_<shots>shot`; another vocabulary than the shipped one adds its hash."""
+  base = f"{PREFIX}{name}_{shots}shot"
+  if not vocab_path or vocab_path == str(paths.default_vocab_path()):
+    return base
+  return f"{base}__{hashlib.sha1(vocab_path.encode()).hexdigest()[:10]}"
 
 
 def register(task: dict, *, shots: int = 0, limit: int = 0, vocab_path: str = "") -> str:
@@ -117,6 +122,8 @@ def register(task: dict, *, shots: int = 0, limit: int = 0, vocab_path: str = ""
   name = task_name(task["name"], shots, vocab_path)
   if limit:
     name = f"{name}_first{limit}"
+  if pathlib.Path(task["path"]).parent.resolve() != downstream_dir().resolve():  # another copy
+    name = f"{name}__{hashlib.sha1(task['path'].encode()).hexdigest()[:10]}"
   if name in seqio.TaskRegistry.names():
     return name
   sig = {"inputs": tf.TensorSpec((), tf.string), "targets": tf.TensorSpec((), tf.string),
@@ -139,3 +146,26 @@ def register(task: dict, *, shots: int = 0, limit: int = 0, vocab_path: str = ""
       postprocess_fn=postprocess,
       metric_fns=[metric])  # (targets, scores) arguments: seqio calls it with the scores
   return name
+
+
+def record(data_dir: str = "") -> dict:
+  """What the downstream numbers were measured on: the folder and a fingerprint of its files."""
+  from hire_cli.lib import text_source
+  root = pathlib.Path(data_dir or downstream_dir())
+  files = [root / "manifest.json"] + [pathlib.Path(t["path"]) for t in manifest(data_dir)]
+  sigs = [text_source.file_signature(str(f)) for f in files]
+  return {"dir": str(root), "tasks": [t["name"] for t in manifest(data_dir)],
+          "fingerprint": hashlib.sha1(json.dumps(sigs).encode()).hexdigest()}
+
+
+def register_shipped() -> list[str]:
+  """The shipped tasks, zero-shot, with the shipped vocabulary: registered on import (as in a
+  T5X task module), so `seqio.get_mixture_or_task('hire_ds_cloze_0shot')` works after
+  `import hire_cli.lib.downstream_tasks`. Nothing is registered when data/downstream is absent."""
+  try:
+    return [register(t) for t in manifest()]
+  except errors.UserError:
+    return []
+
+
+register_shipped()

@@ -1,17 +1,22 @@
 """A TFDS builder for the shipped English corpus (`data/corpus/*.jsonl.gz`), built offline.
 
-The corpus files are the builder's manual_dir; nothing is downloaded. `prepare()` builds it once
-into `paths.tfds_data_dir()`, after which `tfds.load("hire_corpus", data_dir=...)` and
-`seqio.TfdsDataSource` read it like any registered dataset.
+The corpus files are the builder's manual_dir; nothing is downloaded. `prepare()` builds it
+into `paths.tfds_data_dir()` (again when the corpus files change), after which
+`tfds.load("hire_corpus", data_dir=...)` and `seqio.TfdsDataSource` read it like any registered
+dataset; `CorpusSource` is that seqio source, building on first use.
 """
 
 import gzip
+import hashlib
 import json
 import pathlib
+import shutil
 
+import seqio
 import tensorflow_datasets as tfds
 
 from hire_cli import errors, paths
+from hire_cli.lib import text_source
 
 SPLITS = ("train", "validation", "test")
 
@@ -55,7 +60,7 @@ def prepare(data_dir: pathlib.Path | None = None, manual_dir: pathlib.Path | Non
   if missing:
     raise errors.UserError(
         f"corpus split(s) {missing} not found in {manual_dir}; run `python data/build_corpus.py` "
-        "or point HIRE_DATA_DIR at a folder with corpus/{train,validation,test}.jsonl.gz")
+        "or train on your own text with TASK=text_files and TRAIN_FILES/EVAL_FILES")
   tfds.disable_progress_bar()
   for s in SPLITS:
     with gzip.open(manual_dir / f"{s}.jsonl.gz", "rt", encoding="utf-8") as f:
@@ -63,7 +68,43 @@ def prepare(data_dir: pathlib.Path | None = None, manual_dir: pathlib.Path | Non
         raise errors.UserError(f"corpus split {s} ({manual_dir / f'{s}.jsonl.gz'}) is empty; "
                                "rebuild it with `python data/build_corpus.py`")
   builder = HireCorpus(data_dir=str(data_dir))
+  # A build records the corpus it was made from; a changed corpus is built again, never read stale.
+  stamp = pathlib.Path(builder.data_dir) / "SOURCE_FINGERPRINT"
+  source = source_fingerprint(manual_dir)
+  if builder.is_prepared() and (not stamp.is_file() or stamp.read_text() != source):
+    shutil.rmtree(builder.data_dir)
+    builder = HireCorpus(data_dir=str(data_dir))
   if not builder.is_prepared():
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=str(manual_dir), try_download_gcs=False))
+    stamp.write_text(source)
   return data_dir
+
+
+def source_fingerprint(manual_dir: pathlib.Path | None = None) -> str:
+  """A hash of the corpus files (paths, sizes, contents) and the builder's version."""
+  manual_dir = pathlib.Path(manual_dir or paths.corpus_dir())
+  sigs = [text_source.file_signature(str(manual_dir / f"{s}.jsonl.gz")) for s in SPLITS
+          if (manual_dir / f"{s}.jsonl.gz").is_file()]
+  return hashlib.sha1(json.dumps([str(HireCorpus.VERSION), sigs]).encode()).hexdigest()
+
+
+class CorpusSource(seqio.TfdsDataSource):
+  """The shipped corpus as a seqio source: built (offline) on first read, fingerprinted by its
+  files."""
+
+  def __init__(self):
+    super().__init__(tfds_name=f"hire_corpus:{HireCorpus.VERSION}",
+                     tfds_data_dir=str(paths.tfds_data_dir()), splits=SPLITS)
+
+  def get_dataset(self, split=None, shuffle=True, seed=None, shard_info=None, **kwargs):
+    prepare()
+    return super().get_dataset(split, shuffle, seed, shard_info, **kwargs)
+
+  def list_shards(self, split):
+    prepare()
+    return super().list_shards(split)
+
+  def fingerprint(self, split: str) -> dict:
+    del split
+    return {"tfds": self.tfds_dataset.name, "corpus": source_fingerprint()}

@@ -42,12 +42,46 @@ def display_rows(metrics: dict) -> list[tuple[str, str]]:
   return rows
 
 
+def data_label(metrics: dict) -> str:
+  """`task (fingerprint 1a2b3c4d)` of the validation data a metrics.json was measured on."""
+  rec = (metrics.get("data") or {}).get("validation")
+  if not rec:
+    return "unrecorded"
+  return f"{rec['task']} (fingerprint {rec['fingerprint'][:8]})"
+
+
+def data_lines(metrics: dict) -> list[str]:
+  lines = ["## Data", ""]
+  for role, rec in (metrics.get("data") or {}).items():
+    if "task" not in rec:  # the downstream tasks
+      lines.append(f"- {role}: `{rec.get('dir')}` ({len(rec.get('tasks', []))} tasks), "
+                   f"fingerprint `{rec.get('fingerprint', '')[:16]}`")
+      continue
+    files, n = rec.get("files") or [], rec.get("num_files", len(rec.get("files") or []))
+    shown = ", ".join(f"`{f}`" for f in files[:3]) + (f" and {n - 3} more" if n > 3 else "")
+    lines.append(f"- {role}: task `{rec['task']}`, split `{rec['split']}`, fingerprint "
+                 f"`{rec['fingerprint'][:16]}`" + (f", files: {shown}" if files else ""))
+  return lines + [""]
+
+
+def find_metrics(run: str) -> dict[str, pathlib.Path]:
+  """{data name: metrics.json} of every evaluation of `run` (`eval/<data>/metrics.json`; an
+  evaluation from before data had its own folder, `eval/metrics.json`, is named '' and read
+  only when there is no other)."""
+  root = pathlib.Path(run) / "eval"
+  found = {p.parent.name: p for p in sorted(root.glob("*/metrics.json"))}
+  if not found and (root / "metrics.json").is_file():
+    found[""] = root / "metrics.json"
+  return found
+
+
 def write(path: pathlib.Path, model_dir: str, metrics: dict, curve: dict | None,
           pngs: list[str]) -> None:
-  lines = [f"# Evaluation of `{model_dir}` at step {metrics.get('step')}", "",
-           "Accuracies are in %, with their 95% interval in brackets (Wilson; for "
-           "`hire_minus_exact`, HiRE's served accuracy minus the exact model's on the same "
-           "questions, the paired interval; `_p` is its exact McNemar p-value).", ""]
+  lines = [f"# Evaluation of `{model_dir}` at step {metrics.get('step')}", ""]
+  lines += data_lines(metrics)
+  lines += ["Accuracies are in %, with their 95% interval in brackets (Wilson; for "
+            "`hire_minus_exact`, HiRE's served accuracy minus the exact model's on the same "
+            "questions, the paired interval; `_p` is its exact McNemar p-value).", ""]
   for name, _ in FAMILIES:
     rows = [(k, v) for k, v in display_rows(metrics) if family_of(k) == name]
     if not rows:
@@ -80,7 +114,8 @@ def comparison(runs: list[str], metrics: list[dict]) -> dict:
     diff = [None if v is None or base is None or not isinstance(v, (int, float)) else v - base
             for v in values[1:]]
     rows.append({"metric": k, "family": family_of(k), "values": values, "diff": diff})
-  return {"runs": runs, "steps": [m.get("step") for m in metrics], "rows": rows}
+  return {"runs": runs, "steps": [m.get("step") for m in metrics],
+          "data": [data_label(m) for m in metrics], "rows": rows}
 
 
 def _cells(table: dict, row: dict) -> list[str]:
@@ -96,8 +131,12 @@ def _header(table: dict) -> list[str]:
 def comparison_markdown(table: dict) -> str:
   head = _header(table)
   lines = ["# hire eval --compare", "",
-           "Runs: " + ", ".join(f"`{r}` (step {s})" for r, s in zip(table["runs"],
-                                                                     table["steps"])), ""]
+           "Runs: " + ", ".join(f"`{r}` (step {s}, data {d})" for r, s, d in zip(
+               table["runs"], table["steps"], table.get("data", ["?"] * len(table["runs"])))),
+           ""]
+  if len(set(table.get("data", []))) > 1:
+    lines += ["**The runs were evaluated on different data**: their losses are not comparable.",
+              ""]
   lines += paired_markdown(table.get("paired", []))
   family = None
   for row in table["rows"]:

@@ -10,10 +10,13 @@ import platform
 from hire_cli.report import eval_report, plots, reporting
 
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
+# The quality runs train and evaluate on the shipped corpus: `hire eval` writes eval/<task>/.
+EVAL_DATA = "hire_corpus_lm"
 
 
 def metrics_of(root: pathlib.Path, variants=VARIANTS) -> dict:
-  return {v: json.loads((root / v / "eval" / "metrics.json").read_text()) for v in variants}
+  return {v: json.loads((root / v / "eval" / EVAL_DATA / "metrics.json").read_text())
+          for v in variants}
 
 
 def with_interval(m: dict, key: str):
@@ -138,7 +141,7 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
     copy.write_text(comparison.read_text())
     extra = f"; every metric side by side: [{copy.name}]({copy.name})"
   lines += ["", f"![training curves]({curves.name})", "",
-            f"Per-run reports: `{root}/<variant>/eval/report.md`{extra}."]
+            f"Per-run reports: `{root}/<variant>/eval/{EVAL_DATA}/report.md`{extra}."]
   out.write_text("\n".join(lines) + "\n")
 
 

@@ -76,7 +76,8 @@ def main(argv) -> None:
       continue
     hire("eval", exp(v), f"--gin.MODEL_DIR={root / v}", f"--gin.DOWNSTREAM_LIMIT={limit}",
          f"--gin.MINIMAL_PAIRS_LIMIT={pairs}", *(QUICK_EVAL if quick else ()))
-  hire("compare", *[str(root / v) for v in variants], f"--out={root / 'comparison'}")
+  hire("compare", *[str(root / v) for v in variants], f"--data={EVAL_DATA}",
+       f"--out={root / 'comparison'}")
   hire("generate", exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}", "--compare",
        f"--prompt={PROMPT}", f"--gin.COMPARE_PROMPTS={16 if quick else 128}")
   hire("bench-latency", exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}",
@@ -100,8 +101,11 @@ QUICK_EVAL = ("--gin.evaluate.recall_k_primes=[32,128,512]", "--gin.evaluate.rec
               "--gin.EVAL_BATCHES=2", "--gin.LATENCY_STEPS=4")
 
 
+EVAL_DATA = quality_page.EVAL_DATA
+
+
 def _evaluated(run: pathlib.Path, steps: int) -> bool:
-  path = run / "eval" / "metrics.json"
+  path = run / "eval" / EVAL_DATA / "metrics.json"
   if not path.exists():
     return False
   m = json.loads(path.read_text())

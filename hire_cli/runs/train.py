@@ -95,7 +95,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   evaluated)."""
   validate.arguments(train, locals())
   plan = check_run(model_dir=model_dir, model=model, data_cfg=data_cfg, mesh_cfg=mesh_cfg,
-                   batch_size=batch_size, post_hoc_from=post_hoc_from)
+                   batch_size=batch_size, post_hoc_from=post_hoc_from, evaluates=eval_every > 0)
   workdir = pathlib.Path(model_dir)
   if dry_run:  # `hire train --dry_run`: what the run would do, nothing written
     return _describe(workdir, model, data_cfg, plan, train_steps, batch_size, post_hoc_from)
@@ -107,9 +107,11 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
 
 
 def check_run(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
-              mesh_cfg: sharding.MeshConfig, batch_size: int, post_hoc_from: str = "") -> dict:
+              mesh_cfg: sharding.MeshConfig, batch_size: int, post_hoc_from: str = "",
+              evaluates: bool = False) -> dict:
   """What `train` checks before it writes anything (also `hire train --dry_run`): the model
-  against the data, the mesh and the checkpoints already in MODEL_DIR. {"mesh", "rows"}."""
+  against the data (and the validation data if `evaluates`), the mesh and the checkpoints
+  already in MODEL_DIR. {"mesh", "rows"}."""
   if not model_dir:
     raise errors.UserError("MODEL_DIR is empty; pass --gin.MODEL_DIR=runs/NAME")
   if data_cfg.seq_len > model.max_len:
@@ -120,6 +122,9 @@ def check_run(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     raise errors.UserError(
         f"BATCH_SIZE={batch_size} is not divisible by the mesh's data axis "
         f"({mesh.shape['data']}); use a multiple of it")
+  data.check(data_cfg, "train")  # the train data, then the validation data: cheap checks first
+  if evaluates:
+    data.check(data_cfg, "validation")
   rows_NxL = data.load_rows(data_cfg, "train")
   vocab_size = int(rows_NxL.max()) + 1
   if vocab_size > model.vocab_size:
@@ -146,6 +151,7 @@ def _describe(workdir: pathlib.Path, model: ModelConfig, data_cfg, plan: dict, t
   out = {"model_dir": str(workdir), "params": model.num_params(), "start_step": start,
          "train_steps": train_steps, "batch_size": batch_size, "seq_len": data_cfg.seq_len,
          "task": data_cfg.task, "train_rows": len(plan["rows"]),
+         "data_fingerprint": data.record(data_cfg, "train")["fingerprint"][:16],
          "mesh": dict(mesh.shape), "hire_softmax": model.hire_softmax is not None,
          "hire_ffn": model.hire_ffn is not None, "post_hoc_from": post_hoc_from}
   reporting.say(reporting.table(list(out.items()), title="hire train --dry_run: the settings "
@@ -202,6 +208,9 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, mesh, rows_
   writer = reporting.writer(workdir / "tb" / "train")
   history = workdir / "history.jsonl"  # the same scalars as TensorBoard, one JSON object a line
   progress = reporting.Progress(start, train_steps)
+  reporting.append_jsonl(history, {"step": start, "data": {  # what the numbers below are from
+      "train": data.record(data_cfg, "train"),
+      **({"validation": data.record(data_cfg, "validation")} if eval_every else {})}})
   st = setup.state
   pending = None  # metrics of the previous step, pulled after the next one is dispatched
   last = {}
