@@ -13,18 +13,23 @@ from flax import nnx
 from hire_cli.nn import softmax
 
 
-def prepare(graphdef, params):
-  """(graphdef, params) of the model in its serving form; once, when a checkpoint is loaded."""
-  model = bind(graphdef, params)
+def prepare(graphdef, params, mesh=None):
+  """(graphdef, params) of the model in its serving form; once, when a checkpoint is loaded.
+  With `mesh`, layers whose top-k method is `da_top_k` or `gather_then_top_k` serve sharded
+  over its model axis (`mesh_serve.py`; the graphdef records the mesh)."""
+  model = bind(graphdef, params, mesh)
   graphdef, state = nnx.split(model)
   return graphdef, nnx.to_pure_dict(state)
 
 
-def bind(graphdef, params):
-  """The module of `params` in its serving form. Jitted eval functions bind training params
-  with it, so their served metrics come from the same serving tensors a server derives."""
+def bind(graphdef, params, mesh=None):
+  """The module of `params` in its serving form (on `mesh`, as `prepare`). Jitted eval
+  functions bind training params with it, so their served metrics come from the same serving
+  tensors a server derives."""
   model = nnx.merge(graphdef, params)
   model.prepare_serving()
+  if mesh is not None:
+    model.serve_on(mesh)
   return model
 
 
