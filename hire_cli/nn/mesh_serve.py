@@ -55,9 +55,9 @@ def expected_recall(layer_cfg, n: int, k_prime: int, devices: int) -> float:
 
 def check_shards(n: int, devices: int, what: str, unit: int = 1) -> None:
   if n % (devices * unit):
-    raise errors.UserError(
-        f"{what}={n} does not split into {devices} shards{f' of whole groups of {unit}' if unit > 1 else ''} "
-        f"on the mesh's model axis; pick MESH_MODEL dividing it or topk_method='exact'")
+    whole = f" of whole groups of {unit}" if unit > 1 else ""
+    raise errors.UserError(f"{what}={n} does not split into {devices} shards{whole} on the mesh's "
+                           "model axis; pick a MESH_MODEL that divides it or topk_method='exact'")
 
 
 def place_rows(arrays: dict, mesh) -> dict:
