@@ -121,6 +121,7 @@ class HiReFfn(Ffn):
                                param_dtype=cfg.param_dtype)
     self.dynamic_overlap = bool(h.dynamic_overlap)
     self.mesh = None  # set by `serve_on`: the mesh whose model axis shards F when serving
+    self.measure_selection = False  # on a mesh, `served` also sows the selection's recall
 
   def serve_on(self, mesh):
     """Serve with the rows of W_in, W_out and of the approximator sharded over `mesh`'s model
@@ -238,6 +239,10 @@ class HiReFfn(Ffn):
     return {"y": y, "kept": kept, "read": read}
 
   def served(self, x_BxLxD):
+    if self.mesh is not None and self.measure_selection:
+      y_BxLxD, cand_BxLxKp, true_BxLxKp = mesh_serve.ffn_serve(self, x_BxLxD, exact_too=True)
+      self.sow(nnx.Intermediate, "selection_recall", topk.recall(cand_BxLxKp, true_BxLxKp))
+      return y_BxLxD
     if self.mesh is not None:  # each shard computes the selected groups it holds
       return mesh_serve.ffn_serve(self, x_BxLxD)
     return self.inference_groups(x_BxLxD)["y"]
