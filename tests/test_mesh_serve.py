@@ -90,6 +90,14 @@ for k_loc in (10, 64):
   per_row = np.asarray(jax.vmap(lambda c, t: topk.recall(c[None], t[None]))(cand, true))
   out[k_loc] = [float(per_row.mean()), float(per_row.std() / np.sqrt(per_row.size)),
                 mesh_serve.expected_recall(cfg.hire_softmax, 4096, 64, 8)]
+# What `hire eval` reports on a mesh: the selection's recall next to the formula's.
+from hire_cli.evals import metrics
+cfg = model("lr", "da_top_k", k_loc=3)
+graphdef, params = state.init_params(cfg, 0, MESH)
+tokens = np.random.default_rng(0).integers(3, 512, (2, 16)).astype(np.int32)
+found = metrics.make_eval_fn(graphdef, mesh=MESH)(params, tokens, tokens)
+out["eval"] = {k: float(v) for k, v in found.items() if "selection" in k}
+out["eval_formula"] = [topk.expected_recall(512, 16, 8, 3), topk.expected_recall(64, 12, 8, 3)]
 print("RESULT" + json.dumps(out))
 """
 
@@ -103,6 +111,11 @@ def test_da_top_k_candidate_recall_matches_the_formula(cpu_devices):
   assert 0.9 < expected < 0.99
   assert abs(measured - expected) < 4 * se + 0.002, (measured, se, expected)
   assert out["64"][0] == 1.0 and out["64"][2] == 1.0  # k_loc = k': exact
+  ev, (softmax_formula, ffn_formula) = out["eval"], out["eval_formula"]
+  assert ev["expected_selection_recall/softmax"] == pytest.approx(softmax_formula)
+  assert ev["expected_selection_recall/ffn"] == pytest.approx(ffn_formula)
+  for layer in ("softmax", "ffn"):  # 32 tokens: only a loose check of the measured value
+    assert 0.5 < ev[f"selection_recall/{layer}"] < 1.0, ev
 
 
 _HLO = _MODEL + r"""

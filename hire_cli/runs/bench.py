@@ -174,7 +174,7 @@ def _runners(model: ModelConfig, model_dir: str, variants, init: str, seed: int,
   if init == "random":  # one set of weights with every approximator; variants take subsets
     # Low-rank factors serve lr and lr_q; q derives its tensors from W.
     full_cfg = variant_configs(model, ["hire@lr"])["hire@lr"]
-    _, full_params = state.init_params(full_cfg, seed, mesh)
+    full_params = _random_params(full_cfg, seed, mesh)
   else:
     own = LAYERS[_own_variant(model)]  # the run's trained HiRE layers (hire: all variants)
     missing = [v for v in variants
@@ -191,6 +191,22 @@ def _runners(model: ModelConfig, model_dir: str, variants, init: str, seed: int,
     runners[v] = (cfg, params, *decode.prefill_and_step(graphdef, served=v != "dense"))
 
   return step, runners
+
+
+def _random_params(cfg: ModelConfig, seed: int, mesh):
+  """Random weights in their sharded layout, one array at a time: latency does not depend on
+  the values, and one program making all of them held ~3x the model at once (a 1b model with
+  a 256k vocabulary did not fit a 24 GiB host that way)."""
+  _, abstract, axes = state.abstract_model(cfg)
+  shardings = sharding.param_shardings(abstract, axes, mesh)
+  leaves, tree = jax.tree.flatten(abstract)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  out = []
+  for key, leaf, where in zip(keys, leaves, jax.tree.leaves(shardings)):
+    make = jax.jit(lambda k, shape=leaf.shape, dtype=leaf.dtype: (
+        jax.random.normal(k, shape, dtype) * shape[-1]**-0.5), out_shardings=where)
+    out.append(make(key))
+  return jax.tree.unflatten(tree, out)
 
 
 def _union(variants) -> set:
