@@ -92,3 +92,15 @@ def test_every_approximator_kind_is_timed_on_shared_weights(tmp_path):
   assert by["hire_softmax@q4"] < by["dense"] and by["hire_softmax@lr_q"] < by["hire_softmax@lr"]
   with pytest.raises(errors.UserError, match="approximator kind"):
     bench.variant_configs(TINY, ["hire@q3"])
+
+
+def test_topk_method_variants():
+  """VARIANT:METHOD sets both layers' candidate selection (BENCH_TOPK_METHODS builds them)."""
+  cfgs = bench.variant_configs(TINY, ["dense", "hire:da_top_k", "hire_ffn@q4:gather_then_top_k"])
+  assert cfgs["hire:da_top_k"].hire_softmax.topk_method == "da_top_k"
+  assert cfgs["hire:da_top_k"].hire_ffn.topk_method == "da_top_k"
+  ffn = cfgs["hire_ffn@q4:gather_then_top_k"].hire_ffn
+  assert (ffn.topk_method, ffn.approx.kind) == ("gather_then_top_k", "q")
+  for bad in ("hire:nope", "dense:da_top_k"):
+    with pytest.raises(errors.UserError, match="top-k method"):
+      bench.variant_configs(TINY, [bad])

@@ -54,15 +54,16 @@ def time_interleaved(runners: dict, prompt_BxL, warmup: int, steps: int, repeats
 
 
 def decode_latency(graphdef, params, cfg: ModelConfig, steps: int = 16, context: int = 32,
-                   warmup: int = 3, seed: int = 0) -> dict:
+                   warmup: int = 3, seed: int = 0, mesh=None) -> dict:
   """Median ms per decode step at batch 1: `latency/ms_per_token` (the exact path) and, for
-  HiRE models, `latency/ms_per_token_hire` and the speedup; the full study is bench-latency."""
+  HiRE models, `latency/ms_per_token_hire` and the speedup (served on `mesh` when its layers
+  select with a mesh method); the full study is bench-latency."""
   context = max(1, min(context, cfg.max_len - warmup - steps))
   prompt = jnp.asarray(np.random.default_rng(seed).integers(3, cfg.vocab_size, (1, context)),
                        jnp.int32)
   has_hire = cfg.has_hire
   if has_hire:  # both paths from the serving form: the exact one never reads its extra tensors
-    graphdef, params = served_lib.prepare(graphdef, params)
+    graphdef, params = served_lib.prepare(graphdef, params, mesh)
   out = {}
   for served in ((False, True) if has_hire else (False,)):
     runner = (cfg, params, *decode.prefill_and_step(graphdef, served=served))

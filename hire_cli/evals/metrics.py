@@ -9,10 +9,12 @@ from hire_cli.lib import data, sharding, state
 from hire_cli.nn import loss, served, softmax
 
 
-def make_eval_fn(graphdef, ks=(1, 8, 32)):
+def make_eval_fn(graphdef, ks=(1, 8, 32), mesh=None):
   """Jitted per-batch metrics: exact validation loss; with HiRE layers also the per-layer recall
   of the approximators, and what HiRE inference serves (FFN on predicted groups, softmax on the
-  candidates): served loss, recall/softmax@k and top-1 agreement with the exact model."""
+  candidates): served loss, recall/softmax@k and top-1 agreement with the exact model. With
+  `mesh`, layers selecting with `da_top_k` serve sharded (`nn/mesh_serve.py`) and the recall of
+  their selection is reported next to the formula's (`served.selection_recall`)."""
 
   @jax.jit
   def eval_fn(params, inputs_BxL, targets_BxL):
@@ -25,7 +27,9 @@ def make_eval_fn(graphdef, ks=(1, 8, 32)):
     if not cfg.has_hire:
       return out
     exact_top1_BxL = jnp.argmax(exact_BxLxV, -1)
-    out_served = served.forward(served.bind(graphdef, params), inputs_BxL)
+    out_served = served.forward(served.bind(graphdef, params, mesh), inputs_BxL,
+                                measure_selection=mesh is not None)
+    out.update(out_served.get("selection", {}))
     served_BxLxV = out_served["logits"]
     if cfg.hire_ffn is not None:
       out["top1_agreement/ffn"] = jnp.mean(jnp.argmax(served_BxLxV, -1) == exact_top1_BxL)

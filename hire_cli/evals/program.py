@@ -5,6 +5,7 @@ step that gathers k' rows of `W` from one that reads all of `W`. Here each param
 followed through fusions and bitcasts: a parameter used only by gathers or dynamic slices reads
 what they produce; any other use reads it whole."""
 
+import math
 import re
 
 _COMP = re.compile(r"^(ENTRY )?%(\S+) \((.*)\) -> .* \{$")
@@ -90,4 +91,22 @@ def param_reads(hlo: str) -> dict:
     selected = _reads(comps, entry, name)
     out[key] = {"bytes": size if selected is None else selected, "size": size,
                 "gathered": selected is not None}
+  return out
+
+
+_COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
+
+
+def collectives(hlo: str) -> list[dict]:
+  """Every cross-device op of a compiled program: {"op", "shape", "elements"} (the elements of
+  its result; for an all-gather what every device receives), in program order."""
+  comps, _ = _parse(hlo)
+  out = []
+  for comp in comps.values():
+    for shape, op, _, _, _ in comp.values():
+      base = op.removesuffix("-start")
+      if base in _COLLECTIVES and not op.endswith("-done"):
+        elements = sum(math.prod(int(d) for d in filter(None, dims.split(",")))
+                       for _, dims in re.findall(r"([a-z]+\d*)\[([\d,]*)\]", shape))
+        out.append({"op": base, "shape": shape.split("{")[0], "elements": elements})
   return out

@@ -155,21 +155,39 @@ class Approximator(nnx.Module):
     self.served_scale = Serving(qm.scale_NxG)
     self.serving_ready = True
 
-  def _served_matrix(self, cols: int) -> quant.QuantizedMatrix:
+  def served_scores(self, h_BxD):
+    """float32 approximate scores from the serving tensors only (see the class docstring)."""
+    return scores_from_serving(self.cfg, self.d, self.serving_arrays(), h_BxD)
+
+  def serving_arrays(self) -> dict:
+    """The serving tensors by name: "a", "packed", "scale" have one row per output (N rows;
+    a model-parallel mesh shards them like `W`), "b" is r x D (replicated)."""
     if not self.serving_ready:
       raise ValueError("the approximator has no serving form yet: call "
                        "`serving.prepare(graphdef, params)` when loading the checkpoint")
-    return quant.QuantizedMatrix(self.served_packed[...], self.served_scale[...], self.cfg.bits,
-                                 cols)
+    if self.cfg.kind == "lr":
+      return {"a": self.lr.a[...], "b": self.lr.b[...]}
+    out = {"packed": self.served_packed[...], "scale": self.served_scale[...]}
+    return out if self.cfg.kind == "q" else {**out, "b": self.lr.b[...]}
 
-  def served_scores(self, h_BxD):
-    """float32 approximate scores from the serving tensors only (see the class docstring)."""
-    cfg = self.cfg
-    if cfg.kind == "lr":
-      return self.lr(h_BxD)
-    if cfg.kind == "q":
-      return quant.quantized_scores(h_BxD, self._served_matrix(self.d))
-    return quant.quantized_scores(self.lr.project(h_BxD), self._served_matrix(cfg.rank))
+
+ROW_ARRAYS = ("a", "packed", "scale")  # serving arrays with one row per output (N)
+
+
+def scores_from_serving(cfg: ApproxConfig, d: int, arrays: dict, h_BxD):
+  """float32 `s_BxN` from `Approximator.serving_arrays()`; N is whatever rows they hold, so a
+  shard of the rows (inside `shard_map`) gives the scores of that shard."""
+  if cfg.kind == "lr":
+    u_Bxr = jnp.einsum("...d,rd->...r", h_BxD, arrays["b"].astype(h_BxD.dtype))
+    return jnp.matmul(u_Bxr, arrays["a"].astype(h_BxD.dtype).T,
+                      preferred_element_type=quant.accumulate_dtype(h_BxD.dtype)
+                      ).astype(jnp.float32)
+  if cfg.kind == "q":
+    return quant.quantized_scores(
+        h_BxD, quant.QuantizedMatrix(arrays["packed"], arrays["scale"], cfg.bits, d))
+  u_Bxr = jnp.einsum("...d,rd->...r", h_BxD, arrays["b"].astype(h_BxD.dtype))
+  return quant.quantized_scores(
+      u_Bxr, quant.QuantizedMatrix(arrays["packed"], arrays["scale"], cfg.bits, cfg.rank))
 
 
 @jax.jit

@@ -20,7 +20,11 @@ class HiReSoftmaxConfig:
   approx: ApproxConfig = ApproxConfig()  # the compressed copy of the output layer W
   k: int = 32  # outputs wanted (top-k logits handed to sampling; greedy uses the top 1)
   k_prime: int = 256  # k': candidates rescored exactly (k <= k' <= V)
-  topk_method: str = "exact"  # how candidates are picked: exact | two_stage | approx_max_k
+  topk_method: str = "exact"  # how candidates are picked: exact | two_stage | approx_max_k |
+  # da_top_k | gather_then_top_k (the last two on a mesh whose model axis shards V; see
+  # docs/mesh.md; on one device both are the exact top-k)
+  k_loc: int = 0  # da_top_k: candidates each model shard offers; 0 = smallest reaching da_recall
+  da_recall: float = 0.99  # da_top_k with k_loc = 0: target expected recall of the k' selection
   loss_weight: float = 1.0  # weight of the approximator's distillation loss
   temperature: float = 1.0  # T: softmax(approx / T) distils softmax(exact / T)
 
@@ -46,7 +50,9 @@ class HiReFfnConfig:
   dynamic_overlap: bool = False  # decoding B tokens: one shared candidate set for the batch
   batch_budget_factor: float = 2.0  # dynamic overlap: shared set of ceil(factor * k'_g) groups
   score: str = "l2"  # group score: l2 (norm of the group's activations) | sum (of magnitudes)
-  topk_method: str = "exact"  # exact | two_stage | approx_max_k
+  topk_method: str = "exact"  # exact | two_stage | approx_max_k | da_top_k | gather_then_top_k
+  k_loc: int = 0  # da_top_k: candidate groups each model shard offers; 0 = from da_recall
+  da_recall: float = 0.99  # da_top_k with k_loc = 0: target expected recall of the k'_g groups
   loss_weight: float = 1.0  # weight of the FFN approximator's distillation loss
   temperature: float = 1.0  # T of the distillation softmax over group scores
 
@@ -90,6 +96,9 @@ def _validate_selection(cfg, n: int, d: int) -> None:
   name = type(cfg).__name__
   if cfg.topk_method not in topk.METHODS:
     raise errors.UserError(f"{name}.topk_method={cfg.topk_method!r}; use one of {topk.METHODS}")
+  if cfg.k_loc < 0 or not 0 < cfg.da_recall <= 1:
+    raise errors.UserError(f"{name}.k_loc={cfg.k_loc} must be >= 0 (0 = chosen for da_recall) "
+                           f"and da_recall={cfg.da_recall} in (0, 1]")
   if cfg.temperature <= 0 or cfg.loss_weight < 0:
     raise errors.UserError(f"{name}.temperature must be > 0 and loss_weight >= 0")
   cfg.approx.validate(n, d)

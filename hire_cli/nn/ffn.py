@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hire_cli.nn import approx, ffn_groups, topk
+from hire_cli import errors
+from hire_cli.nn import approx, ffn_groups, mesh_serve, topk
 from hire_cli.nn.approx import Approximator
 from hire_cli.nn.config import ModelConfig
 from hire_cli.nn.ffn_groups import group_scores, keep_mask
@@ -119,6 +120,23 @@ class HiReFfn(Ffn):
     self.approx = Approximator(h.approx, cfg.d_ff, cfg.d_model, "mlp", rngs=rngs,
                                param_dtype=cfg.param_dtype)
     self.dynamic_overlap = bool(h.dynamic_overlap)
+    self.mesh = None  # set by `serve_on`: the mesh whose model axis shards F when serving
+    self.measure_selection = False  # on a mesh, `served` also sows the selection's recall
+
+  def serve_on(self, mesh):
+    """Serve with the rows of W_in, W_out and of the approximator sharded over `mesh`'s model
+    axis when `topk_method` is a mesh method (`mesh_serve.py`); else as on one device."""
+    self.mesh = None
+    h = self.cfg.hire_ffn
+    if mesh_serve.serves_on(mesh, h.topk_method):
+      if self.dynamic_overlap:
+        raise errors.UserError(f"HiReFfnConfig.topk_method={h.topk_method!r} on a mesh does not "
+                               "support dynamic_overlap yet; set dynamic_overlap=False or "
+                               "topk_method='exact'")
+      mesh_serve.check_shards(self.sizes.groups * h.group_size, mesh_serve.model_devices(mesh),
+                              "d_ff", h.group_size)
+      mesh_serve.place_serving(self.approx, mesh)
+      self.mesh = mesh
 
   def init_from_weights(self):
     """Post-hoc mode: start the approximator from the truncated SVD of the trained `W_in`."""
@@ -221,6 +239,12 @@ class HiReFfn(Ffn):
     return {"y": y, "kept": kept, "read": read}
 
   def served(self, x_BxLxD):
+    if self.mesh is not None and self.measure_selection:
+      y_BxLxD, cand_BxLxKp, true_BxLxKp = mesh_serve.ffn_serve(self, x_BxLxD, exact_too=True)
+      self.sow(nnx.Intermediate, "selection_recall", topk.recall(cand_BxLxKp, true_BxLxKp))
+      return y_BxLxD
+    if self.mesh is not None:  # each shard computes the selected groups it holds
+      return mesh_serve.ffn_serve(self, x_BxLxD)
     return self.inference_groups(x_BxLxD)["y"]
 
 

@@ -133,6 +133,13 @@ class Transformer(nnx.Module):
       if hasattr(layer, "prepare_serving") and not layer.approx.serving_ready:
         layer.prepare_serving()
 
+  def serve_on(self, mesh):
+    """Every HiRE layer whose top-k method is a mesh method (`da_top_k`, `gather_then_top_k`)
+    serves sharded over `mesh`'s model axis (`mesh_serve.py`); the others as before."""
+    for layer in [b.ffn for b in self.blocks] + [self.head]:
+      if hasattr(layer, "serve_on"):
+        layer.serve_on(mesh)
+
   def _forward(self, tokens_BxL, cache, index, ffn_path: str):
     b, l = tokens_BxL.shape
     start = 0 if index is None else index

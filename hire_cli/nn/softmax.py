@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hire_cli.nn import approx, topk
+from hire_cli.nn import approx, mesh_serve, topk
 from hire_cli.nn.config import ModelConfig
 from hire_cli.nn.layers import param
 
@@ -47,6 +47,16 @@ class HiReSoftmaxHead(DenseHead):
     self.hc = cfg.hire_softmax
     self.approx = approx.Approximator(self.hc.approx, cfg.vocab_size, cfg.d_model, "vocab",
                                       rngs=rngs, param_dtype=cfg.param_dtype)
+    self.mesh = None  # set by `serve_on`: the mesh whose model axis shards V when serving
+
+  def serve_on(self, mesh):
+    """Serve with the rows of W and of the approximator sharded over `mesh`'s model axis when
+    `topk_method` is a mesh method (`mesh_serve.py`); otherwise serve as on one device."""
+    self.mesh = None
+    if mesh_serve.serves_on(mesh, self.hc.topk_method):
+      mesh_serve.check_shards(self.cfg.vocab_size, mesh_serve.model_devices(mesh), "vocab_size")
+      mesh_serve.place_serving(self.approx, mesh)
+      self.mesh = mesh
 
   def approx_scores(self, h_BxLxD):
     """Approximate scores on stop-gradient inputs: their loss never reaches the model."""
@@ -59,6 +69,8 @@ class HiReSoftmaxHead(DenseHead):
 
   def candidates(self, h_BxLxD):
     """cand_BxLxKp: the k' vocabulary ids the served approximator predicts."""
+    if self.mesh is not None:
+      return mesh_serve.softmax_serve(self, h_BxLxD)[0]
     return topk.top_k(self.served_scores(h_BxLxD), self.hc.k_prime, self.hc.topk_method)[1]
 
   def prepare_serving(self):
@@ -90,9 +102,12 @@ class HiReSoftmaxHead(DenseHead):
 
     Reads the approximator's bytes and the k' gathered rows of W, never all of W."""
     k = k or self.hc.k
-    cand_BxLxKp = self.candidates(h_BxLxD)
-    w_BxLxKpxD = jnp.take(self.w[...], cand_BxLxKp, axis=0).astype(self.cfg.compute_dtype)
-    z_BxLxKp = jnp.einsum("bld,blkd->blk", h_BxLxD, w_BxLxKpxD).astype(jnp.float32)
+    if self.mesh is not None:  # each shard rescores the candidates whose rows it holds
+      cand_BxLxKp, z_BxLxKp = mesh_serve.softmax_serve(self, h_BxLxD)
+    else:
+      cand_BxLxKp = self.candidates(h_BxLxD)
+      w_BxLxKpxD = jnp.take(self.w[...], cand_BxLxKp, axis=0).astype(self.cfg.compute_dtype)
+      z_BxLxKp = jnp.einsum("bld,blkd->blk", h_BxLxD, w_BxLxKpxD).astype(jnp.float32)
     values_BxLxK, pos_BxLxK = topk.exact_top_k(z_BxLxKp, k)
     ids_BxLxK = jnp.take_along_axis(cand_BxLxKp, pos_BxLxK, axis=-1)
     return values_BxLxK, ids_BxLxK, cand_BxLxKp

@@ -17,7 +17,11 @@ from scipy.special import gammaln
 
 from hire_cli import errors
 
-METHODS = ("exact", "two_stage", "approx_max_k")
+METHODS = ("exact", "two_stage", "approx_max_k", "da_top_k", "gather_then_top_k")
+# Methods that select over scores sharded on a mesh's `model` axis (`nn/mesh_serve.py`). Without
+# such a mesh (one device, or a model axis of 1) all scores sit in one shard, where DA-TOP-k is
+# the exact top-k (one bucket) and so is gathering them: `top_k` then computes exactly that.
+MESH_METHODS = ("da_top_k", "gather_then_top_k")
 
 # jax >= 0.7 exports shard_map at the top level; older versions only under experimental.
 _shard_map = getattr(jax, "shard_map", None)
@@ -153,8 +157,9 @@ def approx_max_k(scores_BxN, k: int, recall_target: float = 0.95):
 
 
 def top_k(scores_BxN, k: int, method: str = "exact", recall_target: float = 0.99):
-  """(values_BxK, indices_BxK) by `method`: "exact", "two_stage" or "approx_max_k"."""
-  if method == "exact":
+  """(values_BxK, indices_BxK) by `method` (one of METHODS; the MESH_METHODS are exact here:
+  on one device, or outside a mesh-served layer, there is one shard)."""
+  if method == "exact" or method in MESH_METHODS:
     return exact_top_k(scores_BxN, k)
   if method == "two_stage":
     plan = choose_buckets(scores_BxN.shape[-1], k, recall_target)
@@ -222,6 +227,12 @@ def gather_then_top_k(scores_BxN, k: int, mesh: Mesh, axis: str = "model",
 
   return _shard_map(local, mesh=mesh, in_specs=(in_spec,), out_specs=(out_spec, out_spec))(
       scores_BxN)
+
+
+def all_gather_last(x_XxNl, axis: str):
+  """Inside `shard_map`: the shards' last axes concatenated in device order, the result the same
+  (invariant) on every device of `axis`."""
+  return jax.lax.all_gather(x_XxNl, axis, axis=x_XxNl.ndim - 1, tiled=True, **_INVARIANT)
 
 
 def choose_k_loc(n: int, k: int, num_devices: int, target_recall: float) -> int:

@@ -6,7 +6,8 @@ import numpy as np
 
 
 def format_table(result: dict) -> str:
-  head = (f"{'variant':<20}{'batch':>6}{'ctx':>6}{'ms/step':>9}{'tok/s':>9}{'MB/step':>9}"
+  w = max([20] + [len(c["variant"]) + 2 for c in result["cases"]])
+  head = (f"{'variant':<{w}}{'batch':>6}{'ctx':>6}{'ms/step':>9}{'tok/s':>9}{'MB/step':>9}"
           f"{'GB/s':>7}{'%bw':>6}{'speedup':>8}{'roofline':>9}{'%roof':>7}{'%gain':>7}"
           f"{'prefill ms':>11}")
   lines = [f"Decode latency on {result['device']} (memory bandwidth "
@@ -18,7 +19,7 @@ def format_table(result: dict) -> str:
     fr = c.get("roofline_fraction", float("nan"))
     fg = c.get("roofline_gain_fraction")
     fg = float("nan") if fg is None else fg
-    lines.append(f"{c['variant']:<20}{c['batch']:>6}{c['context']:>6}{c['ms_per_token']:>9.2f}"
+    lines.append(f"{c['variant']:<{w}}{c['batch']:>6}{c['context']:>6}{c['ms_per_token']:>9.2f}"
                  f"{c['tokens_per_s']:>9.1f}{c['weight_bytes_per_step'] / 1e6:>9.1f}"
                  f"{c['achieved_gbs']:>7.1f}{100 * c['bandwidth_fraction']:>6.0f}{sp:>8.2f}"
                  f"{rf:>9.2f}{100 * fr:>7.0f}{100 * fg:>7.0f}{c.get('prefill_ms', float('nan')):>11.1f}")

@@ -21,7 +21,7 @@ import numpy as np
 from hire_cli import errors, validate
 from hire_cli.evals import bandwidth, latency, topk_bench
 from hire_cli.lib import checkpoint, sharding, state
-from hire_cli.nn import config, cost, decode, served
+from hire_cli.nn import config, cost, decode, served, topk
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import bench_report, reporting
 
@@ -45,7 +45,8 @@ def variant_configs(model: ModelConfig, variants) -> dict:
   both layers' approximator kind."""
   out = {}
   for v in variants:
-    base, _, kind = v.partition("@")
+    named, _, method = v.partition(":")
+    base, _, kind = named.partition("@")
     sm = model.hire_softmax or config.default_hire_softmax(model)
     ff = model.hire_ffn or config.default_hire_ffn(model)
     if kind:
@@ -54,12 +55,18 @@ def variant_configs(model: ModelConfig, variants) -> dict:
                                f"{list(APPROX_KINDS)}")
       sm = dataclasses.replace(sm, approx=dataclasses.replace(sm.approx, **APPROX_KINDS[kind]))
       ff = dataclasses.replace(ff, approx=dataclasses.replace(ff.approx, **APPROX_KINDS[kind]))
+    if method:
+      if method not in topk.METHODS or base == "dense":
+        raise errors.UserError(f"top-k method {method!r} in {v!r}; HiRE variants take "
+                               f"VARIANT:METHOD with METHOD in {list(topk.METHODS)}")
+      sm, ff = (dataclasses.replace(c, topk_method=method) for c in (sm, ff))
     shared = dataclasses.replace(ff, dynamic_overlap=True)
     table = {"dense": (None, None), "hire_softmax": (sm, None), "hire_ffn": (None, ff),
              "hire": (sm, ff), "hire_ffn_overlap": (None, shared), "hire_overlap": (sm, shared)}
     if base not in table or (kind and base == "dense"):
       raise errors.UserError(f"unknown variant {v!r}; choose from {list(table)}, HiRE ones "
-                             f"optionally as VARIANT@KIND with KIND in {list(APPROX_KINDS)}")
+                             f"optionally as VARIANT@KIND with KIND in {list(APPROX_KINDS)} "
+                             "and/or VARIANT:METHOD (a top-k method)")
     out[v] = dataclasses.replace(model, hire_softmax=table[base][0], hire_ffn=table[base][1])
   return out
 
@@ -79,7 +86,7 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
                   batch_size: int = 1, context_len: int = 64, decode_steps: int = 32,
                   warmup_steps: int = 3, init: str = "checkpoint", seed: int = 0,
                   variants=None, batch_sizes=None, context_lens=None, repeats: int = 3,
-                  approx_kinds=None, topk_microbench: bool = False) -> dict:
+                  approx_kinds=None, topk_methods=None, topk_microbench: bool = False) -> dict:
   """Median ms per decode step for each variant x batch size x context length.
 
   `variants` defaults to the configured variant alone (with a checkpoint) or all four (random
@@ -87,7 +94,9 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
   `topk_microbench` also times the candidate-selection operators (exact, two-stage,
   approx_max_k, and DA-TOP-k vs gather-then-top-k over the mesh's model axis) and adds them
   under "topk_microbench". `approx_kinds` (e.g. ["lr", "q4", "lr_q"]) times every HiRE variant
-  once per approximator kind (`VARIANT@KIND`). Writes MODEL_DIR/bench/latency.json and
+  once per approximator kind (`VARIANT@KIND`); `topk_methods` (e.g. ["gather_then_top_k",
+  "da_top_k"] on a mesh with MESH_MODEL > 1, nn/mesh_serve.py) once per candidate-selection
+  method (`VARIANT:METHOD`). Writes MODEL_DIR/bench/latency.json and
   latency.png."""
   validate.arguments(bench_latency, locals())
   for name, values in (("BENCH_BATCHES", batch_sizes), ("CONTEXT_LENS", context_lens)):
@@ -104,6 +113,9 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
   if approx_kinds:
     variants = [v if v == "dense" else f"{v}@{k}" for v in variants
                 for k in (approx_kinds if v != "dense" else [None])]
+  if topk_methods:
+    variants = [v if v == "dense" else f"{v}:{m}" for v in variants
+                for m in (topk_methods if v != "dense" else [None])]
   for ctx in context_lens:
     if ctx + warmup_steps + decode_steps > model.max_len:
       raise errors.UserError(
@@ -162,10 +174,11 @@ def _runners(model: ModelConfig, model_dir: str, variants, init: str, seed: int,
   if init == "random":  # one set of weights with every approximator; variants take subsets
     # Low-rank factors serve lr and lr_q; q derives its tensors from W.
     full_cfg = variant_configs(model, ["hire@lr"])["hire@lr"]
-    _, full_params = state.init_params(full_cfg, seed, mesh)
+    full_params = _random_params(full_cfg, seed, mesh)
   else:
     own = LAYERS[_own_variant(model)]  # the run's trained HiRE layers (hire: all variants)
-    missing = [v for v in variants if not LAYERS.get(v.partition("@")[0], set()) <= own]
+    missing = [v for v in variants
+               if not LAYERS.get(v.partition(":")[0].partition("@")[0], set()) <= own]
     if missing:
       raise errors.UserError(f"variants {missing} have no trained approximators in {model_dir}; "
                              "use INIT=random to time every variant")
@@ -174,14 +187,30 @@ def _runners(model: ModelConfig, model_dir: str, variants, init: str, seed: int,
   for v, cfg in cfgs.items():
     graphdef, abstract, _ = state.abstract_model(cfg)
     params = _subset(full_params, abstract)
-    graphdef, params = served.prepare(graphdef, params)  # the tensors a server keeps
+    graphdef, params = served.prepare(graphdef, params, mesh)  # the tensors a server keeps
     runners[v] = (cfg, params, *decode.prefill_and_step(graphdef, served=v != "dense"))
 
   return step, runners
 
 
+def _random_params(cfg: ModelConfig, seed: int, mesh):
+  """Random weights in their sharded layout, one array at a time: latency does not depend on
+  the values, and one program making all of them held ~3x the model at once (a 1b model with
+  a 256k vocabulary did not fit a 24 GiB host that way)."""
+  _, abstract, axes = state.abstract_model(cfg)
+  shardings = sharding.param_shardings(abstract, axes, mesh)
+  leaves, tree = jax.tree.flatten(abstract)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  out = []
+  for key, leaf, where in zip(keys, leaves, jax.tree.leaves(shardings)):
+    make = jax.jit(lambda k, shape=leaf.shape, dtype=leaf.dtype: (
+        jax.random.normal(k, shape, dtype) * shape[-1]**-0.5), out_shardings=where)
+    out.append(make(key))
+  return jax.tree.unflatten(tree, out)
+
+
 def _union(variants) -> set:
-  return set().union(*(LAYERS[v.partition("@")[0]] for v in variants))
+  return set().union(*(LAYERS[v.partition(":")[0].partition("@")[0]] for v in variants))
 
 
 def _own_variant(model: ModelConfig) -> str:

@@ -42,7 +42,7 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   val_rows = data.load_rows(data_cfg, "validation")
   reporting.say(f"Evaluating {model_dir} at step {step} on {name}: validation loss and recall "
                 "...")
-  found = metrics_lib.mean_metrics(metrics_lib.make_eval_fn(graphdef), params, val_rows,
+  found = metrics_lib.mean_metrics(metrics_lib.make_eval_fn(graphdef, mesh=mesh), params, val_rows,
                                    batch_size, eval_batches, mesh)
   n_batches = len(data.eval_batches(val_rows, batch_size, eval_batches))
   metrics = {"step": int(step), "loss": found.pop("loss"),
@@ -72,7 +72,8 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     metrics["data"]["downstream"] = downstream_tasks.record(downstream_dir)
   if latency_steps and jax.process_count() == 1:
     reporting.say(f"Timing {latency_steps} decode steps at batch 1 ...")
-    metrics.update(latency.decode_latency(graphdef, params, model, latency_steps))
+    metrics.update(latency.decode_latency(graphdef, params, model, latency_steps,
+                                           mesh=mesh))
   if reporting.is_chief():
     reporting.write_json(out_dir / "metrics.json", metrics)
     if curve:

@@ -49,7 +49,7 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data_config.D
         f"max_len={model.max_len}; shorten the prompt or lower GENERATE_TOKENS")
   mesh = sharding.make_mesh(mesh_cfg)
   _, graphdef, params = checkpoint.restore_params(model_dir, model, mesh)
-  graphdef, params = served.prepare(graphdef, params)  # the tensors a HiRE server keeps
+  graphdef, params = served.prepare(graphdef, params, mesh)  # the tensors a HiRE server keeps
   prompt_1xL = np.asarray([ids], np.int32)
   has_hire = model.has_hire
 
