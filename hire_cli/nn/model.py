@@ -9,7 +9,8 @@ only in what the HiRE layers do:
 - `model.logits_with_aux(tokens)`: exact logits and the HiRE layers' approximator objectives,
   which they sow as `hire_aux` and this method captures (`nnx.capture`).
 No forward leaves state on the module. Every parameter carries logical axis names (`axes=`) that
-`sharding.py` maps onto a mesh.
+`sharding.py` maps onto a mesh. Without a cache each block runs under `nnx.remat` with the
+config's policy (`REMAT`), which changes what the backward pass keeps, never the numbers.
 """
 
 import math
@@ -22,6 +23,9 @@ from hire_cli.nn.config import ModelConfig
 from hire_cli.nn.ffn import make_ffn
 from hire_cli.nn.layers import RMSNorm, param, rope
 from hire_cli.nn.softmax import make_head
+
+# ModelConfig.remat -> the jax.checkpoint policy (what is saved for the backward pass)
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 class Attention(nnx.Module):
@@ -140,6 +144,10 @@ class Transformer(nnx.Module):
     x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0).astype(self.cfg.compute_dtype)
     new_caches = []
     for i, block in enumerate(self.blocks):
+      if cache is None and self.cfg.remat != "none":
+        x_BxLxD = nnx.remat(lambda blk, x, pos: blk(x, pos, None, None, ffn_path)[0],
+                            policy=REMAT_POLICIES[self.cfg.remat])(block, x_BxLxD, pos_BxL)
+        continue
       x_BxLxD, c = block(x_BxLxD, pos_BxL, None if cache is None else cache[i], index, ffn_path)
       new_caches.append(c)
     h_BxLxD = self.final_norm(x_BxLxD)
