@@ -22,9 +22,13 @@ def make(setup: state.Setup, accum_steps: int = 1):
   its own rows (no resharding of the batch)."""
   graphdef, tx = setup.graphdef, setup.tx
   micro_sharding = NamedSharding(setup.mesh, P(None, sharding.BATCH_AXES))
+  residual_sharding = NamedSharding(setup.mesh, P(sharding.BATCH_AXES))
+
+  def constrain(x_BxLxD):
+    return jax.lax.with_sharding_constraint(x_BxLxD, residual_sharding)
 
   def loss_fn(params, inputs_BxL, targets_BxL):
-    return loss.lm_objective(state.bind(graphdef, params), inputs_BxL, targets_BxL)
+    return loss.lm_objective(state.bind(graphdef, params), inputs_BxL, targets_BxL, constrain)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

@@ -117,13 +117,14 @@ class Transformer(nnx.Module):
     predicts (a model without one gives `__call__`'s result)."""
     return self._forward(tokens_BxL, cache, index, "served")
 
-  def logits_with_aux(self, tokens_BxL):
+  def logits_with_aux(self, tokens_BxL, constrain=None):
     """(logits_BxLxV, sown): the exact logits of the model as trained (no cache) and the
     `hire_aux` each HiRE layer sowed (an nnx.State; `loss.collect_aux` sums and names them).
-    They are captured here, so the module keeps nothing between calls."""
+    They are captured here, so the module keeps nothing between calls. `constrain` (x -> x, e.g.
+    a sharding constraint) is applied to the residual stream between blocks."""
 
     def run(model):
-      h_BxLxD, _ = model._forward(tokens_BxL, None, None, "with_aux")
+      h_BxLxD, _ = model._forward(tokens_BxL, None, None, "with_aux", constrain)
       return model.logits(h_BxLxD) if model.head is None else model.head.with_aux(h_BxLxD)
 
     return nnx.capture(run, nnx.Intermediate)(self)
@@ -137,18 +138,24 @@ class Transformer(nnx.Module):
       if hasattr(layer, "prepare_serving") and not layer.approx.serving_ready:
         layer.prepare_serving()
 
-  def _forward(self, tokens_BxL, cache, index, ffn_path: str):
+  def _forward(self, tokens_BxL, cache, index, ffn_path: str, constrain=None):
     b, l = tokens_BxL.shape
     start = 0 if index is None else index
     pos_BxL = jnp.broadcast_to(start + jnp.arange(l, dtype=jnp.int32), (b, l))
+    # Training on a sharded mesh pins the residual stream to its batch layout, so that XLA
+    # gathers weights sharded over the batch's devices (FSDP) instead of the activations.
+    constrain = constrain or (lambda x: x)
     x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0).astype(self.cfg.compute_dtype)
+    x_BxLxD = constrain(x_BxLxD)
     new_caches = []
     for i, block in enumerate(self.blocks):
       if cache is None and self.cfg.remat != "none":
-        x_BxLxD = nnx.remat(lambda blk, x, pos: blk(x, pos, None, None, ffn_path)[0],
-                            policy=REMAT_POLICIES[self.cfg.remat])(block, x_BxLxD, pos_BxL)
+        remat = nnx.remat(lambda blk, x, pos: blk(x, pos, None, None, ffn_path)[0],
+                          policy=REMAT_POLICIES[self.cfg.remat])
+        x_BxLxD = constrain(remat(block, x_BxLxD, pos_BxL))
         continue
       x_BxLxD, c = block(x_BxLxD, pos_BxL, None if cache is None else cache[i], index, ffn_path)
+      x_BxLxD = constrain(x_BxLxD)
       new_caches.append(c)
     h_BxLxD = self.final_norm(x_BxLxD)
     return h_BxLxD, (None if cache is None else new_caches)
