@@ -36,21 +36,21 @@ class MeshConfig:
 
   def __post_init__(self):
     validate.fields(self)
-    sizes = (self.data, self.fsdp)
-    if self.model < 1 or any(s < 1 and s != -1 for s in sizes) or sizes == (-1, -1):
+    if self.model < 1 or any(s < 1 and s != -1 for s in (self.data, self.fsdp)):
       raise errors.UserError(
           f"MESH_DATA={self.data}, MESH_FSDP={self.fsdp}, MESH_MODEL={self.model}: use positive "
-          "device counts, or -1 on one of MESH_DATA/MESH_FSDP for all devices left by the others")
+          "device counts, or -1 for all devices left by the other axes")
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
   devices = list(devices if devices is not None else jax.devices())
   n = len(devices)
   data, fsdp, model = cfg.data, cfg.fsdp, cfg.model
+  if fsdp == -1:  # FSDP over everything left: data stays 1 unless it is set
+    data = 1 if data == -1 else data
+    fsdp = max(n // (data * model), 1)
   if data == -1:
     data = max(n // (fsdp * model), 1)
-  if fsdp == -1:
-    fsdp = max(n // (data * model), 1)
   if data * fsdp * model > n:
     raise errors.UserError(
         f"mesh {data}x{fsdp}x{model} (data x fsdp x model) needs {data * fsdp * model} devices "
