@@ -9,8 +9,9 @@ only in what the HiRE layers do:
 - `model.logits_with_aux(tokens)`: exact logits and the HiRE layers' approximator objectives,
   which they sow as `hire_aux` and this method captures (`nnx.capture`).
 No forward leaves state on the module. Every parameter carries logical axis names (`axes=`) that
-`sharding.py` maps onto a mesh. Without a cache each block runs under `nnx.remat` with the
-config's policy (`REMAT`), which changes what the backward pass keeps, never the numbers.
+`sharding.py` maps onto a mesh. In the training forward (`logits_with_aux`) each block runs
+under `nnx.remat` with the config's policy (`REMAT`): what the backward pass keeps changes, never
+the numbers.
 """
 
 import math
@@ -149,7 +150,7 @@ class Transformer(nnx.Module):
     x_BxLxD = constrain(x_BxLxD)
     new_caches = []
     for i, block in enumerate(self.blocks):
-      if cache is None and self.cfg.remat != "none":
+      if ffn_path == "with_aux" and self.cfg.remat != "none":  # the training forward
         remat = nnx.remat(lambda blk, x, pos: blk(x, pos, None, None, ffn_path)[0],
                           policy=REMAT_POLICIES[self.cfg.remat])
         x_BxLxD = constrain(remat(block, x_BxLxD, pos_BxL))
