@@ -12,10 +12,10 @@ from hire_cli import errors
 POSITIVE = {"train_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
             "eval_batches", "decode_steps", "repeats", "num_tokens", "context_len",
             "compare_prompt_len", "recall_batches", "top_k", "seq_len", "k", "k_prime",
-            "learning_rate", "clip_norm"}
+            "learning_rate", "clip_norm", "grad_accum_steps"}
 NON_NEGATIVE = {"eval_every", "warmup_steps", "downstream_shots", "downstream_limit",
                 "minimal_pairs_limit", "latency_steps", "compare_prompts", "seed", "temperature",
-                "weight_decay", "min_lr_ratio"}
+                "weight_decay", "min_lr_ratio", "device_memory_gb", "peak_tflops"}
 
 
 # Upper bounds where a larger value cannot work (JAX seeds are 32-bit).

@@ -14,7 +14,8 @@ from hire_cli.cli import runner
 MACROS = ["TRAIN_STEPS", "BATCH_SIZE", "SEQ_LEN", "LEARNING_RATE", "WARMUP_STEPS",
           "CHECKPOINT_EVERY", "EVAL_EVERY", "SEED", "MESH_DATA", "MESH_MODEL", "MODEL_DIR",
           "TASK", "VOCAB_PATH", "POST_HOC_FROM", "START_OVER", "EVAL_TASK",
-          "MIXTURE_OR_TASK_MODULE", "TRAIN_FILES", "EVAL_FILES", "TEXT_KEY"]
+          "MIXTURE_OR_TASK_MODULE", "TRAIN_FILES", "EVAL_FILES", "TEXT_KEY", "MESH_FSDP", "REMAT",
+          "GRAD_ACCUM_STEPS", "MOMENTS_DTYPE", "DEVICE_MEMORY_GB", "PEAK_TFLOPS"]
 HOSTILE = st.one_of(
     st.integers(min_value=-10**15, max_value=10**15),
     st.sampled_from([0, -1, 1, 2**63, 1e12, -0.5, 2.5, float("inf"), float("nan"), True, None]),
@@ -38,7 +39,13 @@ VALID = {"TRAIN_STEPS": lambda v: _int(v) and v > 0,
          "SEED": lambda v: _int(v) and 0 <= v < 2**31,
          "LEARNING_RATE": lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
                                      and v == v and 0 < v < float("inf")),
-         "START_OVER": lambda v: isinstance(v, bool)}
+         "START_OVER": lambda v: isinstance(v, bool),
+         "MESH_FSDP": lambda v: v in (1, -1) and _int(v),  # one device
+         "GRAD_ACCUM_STEPS": lambda v: _int(v) and v > 0 and 16 % v == 0,  # BATCH_SIZE 16
+         "REMAT": lambda v: v in ("none", "full", "dots"),
+         "MOMENTS_DTYPE": lambda v: v in ("float32", "bfloat16"),
+         "PEAK_TFLOPS": lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   and 0 <= v < float("inf"))}
 
 
 def _literal(value) -> str:

@@ -64,7 +64,7 @@ print("RESULT" + json.dumps(out))
 
 def test_2x4_mesh_matches_one_device_and_checkpoints_sharded(tmp_path, cpu_devices):
   out = cpu_devices.run(_MESH_SCRIPT, str(tmp_path))
-  assert out["mesh"] == {"data": 2, "model": 4}
+  assert out["mesh"] == {"data": 2, "fsdp": 1, "model": 4}
   assert abs(out["loss_1x1"] - out["loss_2x4"]) < 1e-5, out
   assert out["max_param_diff"] < 1e-4 and out["max_opt_diff"] < 1e-4, out
 

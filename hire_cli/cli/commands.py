@@ -9,8 +9,10 @@ COMMANDS = {
       again on the same MODEL_DIR with a larger TRAIN_STEPS and it resumes from the latest step.
       SIGTERM saves a checkpoint and exits 0; Ctrl-C saves one and exits 130. Writes
       MODEL_DIR/config.gin and TensorBoard logs in MODEL_DIR/tb; holds MODEL_DIR/.lock (one
-      trainer per folder). --dry_run checks every setting and prints what the run would do,
-      writing nothing."""),
+      trainer per folder). At start it logs the step's bytes per device (parameters,
+      optimizer state, activations) and refuses a step that cannot fit the device's memory;
+      each log line has tokens/s per device and MFU. --dry_run checks every setting, compiles
+      the step and prints what the run would do, writing nothing."""),
     "eval": ("evaluate", "Evaluate the latest checkpoint of MODEL_DIR.", """\
       One report: validation loss and perplexity (exact, and served by HiRE), downstream
       accuracy on the shipped tasks (exact and HiRE; DOWNSTREAM=False skips it), top-k recall

@@ -17,7 +17,8 @@ flags.DEFINE_multi_string("gin_bindings", None, "Gin bindings, e.g. 'TRAIN_STEPS
 flags.DEFINE_string("prompt", None, "hire generate: the text to continue.")
 flags.DEFINE_bool("compare", False, "hire generate: dense and HiRE greedy outputs side by side.")
 flags.DEFINE_bool("dry_run", False, "hire train: check every setting against the model, data, "
-                  "mesh and checkpoints, print what the run would do, write nothing.")
+                  "mesh and checkpoints, compile the train step for its bytes per device, "
+                  "print what the run would do, write nothing.")
 flags.DEFINE_string("coordinator_address", None, "Multi-process run: host:port of process 0's "
                     "coordinator (jax.distributed); every process passes the same address.")
 flags.DEFINE_integer("num_processes", None, "Multi-process run: how many processes take part.")

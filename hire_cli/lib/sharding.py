@@ -1,5 +1,9 @@
 """Device mesh and logical-axis rules: parameters carry logical names, the rules map them onto
-the mesh's `data` and `model` axes (as in flax's lm1b example and T5X)."""
+the mesh's `data`, `fsdp` and `model` axes (as in flax's lm1b example, T5X and MaxText).
+
+`fsdp` shards every parameter and optimizer moment along `embed` (or, for a parameter without
+one, its largest dimension that divides), so each device holds 1/fsdp of the state; XLA's SPMD
+partitioner gathers a layer's weights where they are used. The batch is split over data x fsdp."""
 
 import dataclasses
 
@@ -13,44 +17,58 @@ from hire_cli import errors, validate
 
 # logical axis -> mesh axis (None = replicated)
 DEFAULT_RULES = (
-    ("batch", "data"),
+    ("batch", ("data", "fsdp")),
     ("vocab", "model"),
     ("mlp", "model"),
     ("heads", "model"),
-    ("embed", None),
+    ("embed", "fsdp"),
     ("kv", None),
 )
+AXES = ("data", "fsdp", "model")
+BATCH_AXES = ("data", "fsdp")
 
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
   data: int = -1  # devices on the data axis; -1 = all devices not used by `model`
   model: int = 1  # devices on the model axis (vocab, mlp and heads are split over it)
+  fsdp: int = 1  # devices over which parameters and optimizer state are split (-1 = the rest)
 
   def __post_init__(self):
     validate.fields(self)
-    if self.model < 1 or (self.data < 1 and self.data != -1):
-      raise errors.UserError(f"MESH_DATA={self.data}, MESH_MODEL={self.model}: use positive "
-                             "device counts (MESH_DATA=-1: all devices left by the model axis)")
+    if self.model < 1 or any(s < 1 and s != -1 for s in (self.data, self.fsdp)):
+      raise errors.UserError(
+          f"MESH_DATA={self.data}, MESH_FSDP={self.fsdp}, MESH_MODEL={self.model}: use positive "
+          "device counts, or -1 for all devices left by the other axes")
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
   devices = list(devices if devices is not None else jax.devices())
   n = len(devices)
-  model = cfg.model
-  data = cfg.data if cfg.data != -1 else max(n // max(model, 1), 1)
-  if data <= 0 or model <= 0:
-    raise errors.UserError(f"mesh data={cfg.data}, model={cfg.model}: sizes must be positive or -1")
-  if data * model > n:
+  data, fsdp, model = cfg.data, cfg.fsdp, cfg.model
+  if fsdp == -1:  # FSDP over everything left: data stays 1 unless it is set
+    data = 1 if data == -1 else data
+    fsdp = max(n // (data * model), 1)
+  if data == -1:
+    data = max(n // (fsdp * model), 1)
+  if data * fsdp * model > n:
     raise errors.UserError(
-        f"mesh {data}x{model} (data x model) needs {data * model} devices but only {n} are "
-        "visible; lower MESH_DATA/MESH_MODEL or set XLA_FLAGS=--xla_force_host_platform_device_count")
-  grid = np.array(devices[:data * model]).reshape(data, model)
-  return Mesh(grid, ("data", "model"))
+        f"mesh {data}x{fsdp}x{model} (data x fsdp x model) needs {data * fsdp * model} devices "
+        f"but only {n} are visible; lower MESH_DATA/MESH_FSDP/MESH_MODEL or set "
+        "XLA_FLAGS=--xla_force_host_platform_device_count")
+  grid = np.array(devices[:data * fsdp * model]).reshape(data, fsdp, model)
+  return Mesh(grid, AXES)
+
+
+def batch_shards(mesh: Mesh) -> int:
+  """How many ways the batch is split (data x fsdp)."""
+  return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
 def spec_for(axes, shape, mesh: Mesh, rules=DEFAULT_RULES) -> P:
-  """PartitionSpec for logical `axes`; a dimension that does not divide stays replicated."""
+  """PartitionSpec for logical `axes`; a dimension that does not divide stays replicated. The
+`fsdp` axis, when no dimension took it through its rule (no `embed`, or it does not divide),
+goes to the largest dimension left that divides, so no parameter stays whole on every device."""
   table = dict(rules)
   out = []
   for name, dim in zip(axes or (None,) * len(shape), shape):
@@ -59,6 +77,11 @@ def spec_for(axes, shape, mesh: Mesh, rules=DEFAULT_RULES) -> P:
       out.append(mesh_axis)
     else:
       out.append(None)
+  fsdp = mesh.shape.get("fsdp", 1)
+  if fsdp > 1 and "fsdp" in table.values() and "fsdp" not in out:
+    free = [i for i, dim in enumerate(shape) if out[i] is None and dim % fsdp == 0]
+    if free:
+      out[max(free, key=lambda i: shape[i])] = "fsdp"
   return P(*out)
 
 
@@ -75,7 +98,7 @@ def param_shardings(params, axes, mesh: Mesh):
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P("data"))
+  return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -83,5 +106,5 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def to_global(batch_local_BxL, mesh: Mesh) -> jax.Array:
-  """This process's rows -> one global array sharded over the mesh's data axis."""
+  """This process's rows -> one global array sharded over the mesh's data x fsdp axes."""
   return jax.make_array_from_process_local_data(batch_sharding(mesh), batch_local_BxL)

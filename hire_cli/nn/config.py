@@ -11,6 +11,8 @@ from hire_cli.nn.approx import ApproxConfig
 
 ACTIVATIONS = ("relu", "gelu", "swiglu")
 FFN_SCORES = ("l2", "sum")  # HiReFfnConfig.score
+# ModelConfig.remat: what the backward pass recomputes of each block instead of keeping it.
+REMAT = ("none", "full", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +124,9 @@ class ModelConfig:
   param_dtype: str = "float32"  # storage dtype of the parameters
   hire_softmax: HiReSoftmaxConfig | None = None  # None = dense output layer
   hire_ffn: HiReFfnConfig | None = None  # None = dense FFN
+  # Rematerialisation of each block in training: none (keep every activation) | full (keep only
+  # the block's input, recompute the rest) | dots (keep the matmul outputs, recompute the rest).
+  remat: str = "none"
 
   def __post_init__(self):
     validate.fields(self)  # types first: a string where a size belongs is one clear line
@@ -131,6 +136,8 @@ class ModelConfig:
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "max_len"):
       if getattr(self, name) <= 0:
         raise errors.UserError(f"ModelConfig.{name}={getattr(self, name)} must be positive.")
+    if self.remat not in REMAT:
+      raise errors.UserError(f"ModelConfig.remat={self.remat!r}; use one of {REMAT} (REMAT)")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
         raise errors.UserError(
@@ -158,6 +165,17 @@ class ModelConfig:
     block = attn + ffn + 2 * self.d_model
     head = 0 if self.tie_embeddings else self.vocab_size * self.d_model
     return self.vocab_size * self.d_model + self.n_layers * block + self.d_model + head
+
+  def train_flops_per_token(self, seq_len: int) -> float:
+    """Model FLOPs of one training token (forward and backward) of the dense-equivalent model:
+    6 x the parameters that multiply (all but the input embedding lookup, which the output layer
+    counts when tied) + 12 x layers x heads x d_head x seq_len for the attention scores and
+    their weighted sum (PaLM's formula, causal mask not discounted). A HiRE model counts as the
+    dense model of its size: the approximators and the top-k are not counted (they add a few %),
+    and a top-k FFN is counted dense (training computes every unit before keeping the top-k)."""
+    matmul = self.num_params() - (0 if self.tie_embeddings else self.vocab_size * self.d_model)
+    attention = 12 * self.n_layers * self.n_heads * self.d_head * seq_len
+    return 6.0 * matmul + attention
 
 
 # Benchmarks compare all four variants on any model, also one whose run configured no HiRE

@@ -47,9 +47,10 @@ def collect_aux(sown: nnx.State) -> tuple[jnp.ndarray, dict]:
   return total, metrics
 
 
-def lm_objective(model, inputs_BxL, targets_BxL):
-  """(total loss, metrics) for one batch: exact LM loss plus the approximators' losses."""
-  logits_BxLxV, sown = model.logits_with_aux(inputs_BxL)
+def lm_objective(model, inputs_BxL, targets_BxL, constrain=None):
+  """(total loss, metrics) for one batch: exact LM loss plus the approximators' losses.
+  `constrain` goes to `logits_with_aux` (the sharding of the residual stream)."""
+  logits_BxLxV, sown = model.logits_with_aux(inputs_BxL, constrain)
   loss, ntok = cross_entropy(logits_BxLxV, targets_BxL)
   aux_loss, aux_metrics = collect_aux(sown)
   acc = jnp.mean(jnp.argmax(logits_BxLxV, -1) == targets_BxL)

@@ -9,7 +9,9 @@ only in what the HiRE layers do:
 - `model.logits_with_aux(tokens)`: exact logits and the HiRE layers' approximator objectives,
   which they sow as `hire_aux` and this method captures (`nnx.capture`).
 No forward leaves state on the module. Every parameter carries logical axis names (`axes=`) that
-`sharding.py` maps onto a mesh.
+`sharding.py` maps onto a mesh. In the training forward (`logits_with_aux`) each block runs
+under `nnx.remat` with the config's policy (`REMAT`): what the backward pass keeps changes, never
+the numbers.
 """
 
 import math
@@ -22,6 +24,9 @@ from hire_cli.nn.config import ModelConfig
 from hire_cli.nn.ffn import make_ffn
 from hire_cli.nn.layers import RMSNorm, param, rope
 from hire_cli.nn.softmax import make_head
+
+# ModelConfig.remat -> the jax.checkpoint policy (what is saved for the backward pass)
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 class Attention(nnx.Module):
@@ -113,13 +118,14 @@ class Transformer(nnx.Module):
     predicts (a model without one gives `__call__`'s result)."""
     return self._forward(tokens_BxL, cache, index, "served")
 
-  def logits_with_aux(self, tokens_BxL):
+  def logits_with_aux(self, tokens_BxL, constrain=None):
     """(logits_BxLxV, sown): the exact logits of the model as trained (no cache) and the
     `hire_aux` each HiRE layer sowed (an nnx.State; `loss.collect_aux` sums and names them).
-    They are captured here, so the module keeps nothing between calls."""
+    They are captured here, so the module keeps nothing between calls. `constrain` (x -> x, e.g.
+    a sharding constraint) is applied to the residual stream between blocks."""
 
     def run(model):
-      h_BxLxD, _ = model._forward(tokens_BxL, None, None, "with_aux")
+      h_BxLxD, _ = model._forward(tokens_BxL, None, None, "with_aux", constrain)
       return model.logits(h_BxLxD) if model.head is None else model.head.with_aux(h_BxLxD)
 
     return nnx.capture(run, nnx.Intermediate)(self)
@@ -140,14 +146,24 @@ class Transformer(nnx.Module):
       if hasattr(layer, "serve_on"):
         layer.serve_on(mesh)
 
-  def _forward(self, tokens_BxL, cache, index, ffn_path: str):
+  def _forward(self, tokens_BxL, cache, index, ffn_path: str, constrain=None):
     b, l = tokens_BxL.shape
     start = 0 if index is None else index
     pos_BxL = jnp.broadcast_to(start + jnp.arange(l, dtype=jnp.int32), (b, l))
+    # Training on a sharded mesh pins the residual stream to its batch layout, so that XLA
+    # gathers weights sharded over the batch's devices (FSDP) instead of the activations.
+    constrain = constrain or (lambda x: x)
     x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0).astype(self.cfg.compute_dtype)
+    x_BxLxD = constrain(x_BxLxD)
     new_caches = []
     for i, block in enumerate(self.blocks):
+      if ffn_path == "with_aux" and self.cfg.remat != "none":  # the training forward
+        remat = nnx.remat(lambda blk, x, pos: blk(x, pos, None, None, ffn_path)[0],
+                          policy=REMAT_POLICIES[self.cfg.remat])
+        x_BxLxD = constrain(remat(block, x_BxLxD, pos_BxL))
+        continue
       x_BxLxD, c = block(x_BxLxD, pos_BxL, None if cache is None else cache[i], index, ffn_path)
+      x_BxLxD = constrain(x_BxLxD)
       new_caches.append(c)
     h_BxLxD = self.final_norm(x_BxLxD)
     return h_BxLxD, (None if cache is None else new_caches)

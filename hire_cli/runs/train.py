@@ -4,111 +4,80 @@ import contextlib
 import dataclasses
 import math
 import pathlib
-import signal
+import time
 
 import jax
-import jax.numpy as jnp
 
 from hire_cli import errors, validate
 from hire_cli.evals import metrics as val_metrics
-from hire_cli.lib import checkpoint, data, lock, optimizer, sharding, state, writable
-from hire_cli.nn import loss
+from hire_cli.lib import (
+  checkpoint,
+  data,
+  lock,
+  optimizer,
+  sharding,
+  state,
+  train_cost,
+  train_step,
+  writable,
+)
+from hire_cli.lib import stop as stop_flag
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import reporting
 
-
-def make_train_step(setup: state.Setup):
-  graphdef, tx = setup.graphdef, setup.tx
-
-  def loss_fn(params, inputs_BxL, targets_BxL):
-    return loss.lm_objective(state.bind(graphdef, params), inputs_BxL, targets_BxL)
-
-  def step_fn(st, inputs_BxL, targets_BxL):
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        st["params"], inputs_BxL, targets_BxL)
-    updates, opt = tx.update(grads, st["opt"], st["params"])
-    params = jax.tree.map(lambda p, u: p + u, st["params"], updates)
-    metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32)**2)
-                                        for g in jax.tree.leaves(grads)))
-    # The loss is that of the old parameters; the new ones must be finite too before a save.
-    metrics["params_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p))
-                                                  for p in jax.tree.leaves(params)]))
-    return {"params": params, "opt": opt, "step": st["step"] + 1}, metrics
-
-  return jax.jit(step_fn, out_shardings=(setup.state_shardings, None), donate_argnums=0)
-
-
-class _StopFlag:
-  """SIGTERM (preemption) and SIGINT (Ctrl-C) ask the loop to save and exit cleanly.
-
-  One process: our own SIGTERM handler. Several processes: JAX's preemption service (started by
-  jax.distributed, it handles SIGTERM itself) so that every host stops at the same step."""
-
-  def __init__(self):
-    self.requested = False
-    self.signal = "SIGTERM"
-    self._old = {}
-    self._multi = jax.process_count() > 1
-
-  def check(self, step: int) -> bool:
-    if self._multi:
-      from jax.experimental import multihost_utils
-      try:
-        self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
-      except RuntimeError:  # preemption service off: fall back to the local signal
-        pass
-    return self.requested
-
-  def __enter__(self):
-    if self._multi:
-      return self
-    def handler(signum, frame):
-      self.requested = True
-      self.signal = signal.Signals(signum).name
-    try:
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._old[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread (e.g. under some test runners)
-      self._old = {}
-    return self
-
-  def __exit__(self, *exc):
-    for sig, old in self._old.items():
-      signal.signal(sig, old)
+make_train_step = train_step.make  # where tests and callers have found it
 
 
 def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
           opt: optimizer.OptimizerConfig, mesh_cfg: sharding.MeshConfig, train_steps: int,
           batch_size: int, seed: int = 0, checkpoint_every: int = 100, keep_checkpoints: int = 3,
           log_every: int = 10, eval_every: int = 0, eval_batches: int = 8,
-          post_hoc_from: str = "", start_over: bool = False, dry_run: bool = False,
+          post_hoc_from: str = "", start_over: bool = False, grad_accum_steps: int = 1,
+          device_memory_gb: float = 0.0, peak_tflops: float = 0.0, dry_run: bool = False,
           operative_config: str = "") -> dict:
   """Trains until `train_steps`, resuming from the latest checkpoint in `model_dir`.
 
   `post_hoc_from` (a dense run's MODEL_DIR) is HiRE's post-hoc mode: the model starts from that
   checkpoint, stays frozen, and only the approximators (SVD-initialised) are trained.
   `start_over` trains from step 0 when every checkpoint in `model_dir` is damaged (they are set
-  aside); without it such a run is refused.
+  aside); without it such a run is refused. `grad_accum_steps` averages the gradients of that
+  many micro-batches per update. The train step is compiled before anything is written and its
+  bytes per device are logged; a run that cannot fit `device_memory_gb` (0 = what the device
+  reports; unknown on CPU) is refused. `peak_tflops` (0 = the table in lib/train_cost.py) is the
+  device peak that MFU is measured against.
 
   Every setting is checked before anything is written; the run holds MODEL_DIR/.lock throughout
   (one writer per run folder). Returns the final metrics (last train loss, validation loss if
   evaluated)."""
   validate.arguments(train, locals())
   plan = check_run(model_dir=model_dir, model=model, data_cfg=data_cfg, mesh_cfg=mesh_cfg,
-                   batch_size=batch_size, post_hoc_from=post_hoc_from, evaluates=eval_every > 0)
+                   batch_size=batch_size, post_hoc_from=post_hoc_from, evaluates=eval_every > 0,
+                   grad_accum_steps=grad_accum_steps)
+  mesh = plan["mesh"]
+  setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True,
+                       freeze_model=bool(post_hoc_from))
+  step_fn, cost = train_cost.compile_step(train_step.make(setup, grad_accum_steps), setup.state,
+                                          batch_size, data_cfg.seq_len, mesh)
+  limit = train_cost.device_memory(jax.local_devices()[0], device_memory_gb)
+  reporting.say(train_cost.describe(cost, limit))
+  train_cost.check_fits(cost, limit, mesh)
   workdir = pathlib.Path(model_dir)
   if dry_run:  # `hire train --dry_run`: what the run would do, nothing written
-    return _describe(workdir, model, data_cfg, plan, train_steps, batch_size, post_hoc_from)
+    return {**_describe(workdir, model, data_cfg, plan, train_steps, batch_size, post_hoc_from),
+            **{f"bytes_per_device/{k}": getattr(cost, k)
+               for k in ("params", "opt", "activations", "temp", "total")}}
   writable.check(workdir, "MODEL_DIR")
+  speed = {"flops_per_token": model.train_flops_per_token(data_cfg.seq_len),
+           "peak": train_cost.peak_flops(jax.local_devices()[0], peak_tflops)}
   with lock.RunLock(workdir) if reporting.is_chief() else contextlib.nullcontext():
-    return _train(workdir, model, data_cfg, opt, plan["mesh"], plan["rows"], train_steps,
+    return _train(workdir, model, data_cfg, opt, setup, step_fn, plan["rows"], train_steps,
                   batch_size, seed, checkpoint_every, keep_checkpoints, log_every, eval_every,
-                  eval_batches, post_hoc_from, start_over, operative_config)
+                  eval_batches, post_hoc_from, start_over, operative_config, speed)
 
 
 def check_run(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
               mesh_cfg: sharding.MeshConfig, batch_size: int, post_hoc_from: str = "",
-              evaluates: bool = False) -> dict:
+              evaluates: bool = False, grad_accum_steps: int = 1) -> dict:
   """What `train` checks before it writes anything (also `hire train --dry_run`): the model
   against the data (and the validation data if `evaluates`), the mesh and the checkpoints
   already in MODEL_DIR. {"mesh", "rows"}."""
@@ -118,10 +87,12 @@ def check_run(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     raise errors.UserError(f"SEQ_LEN={data_cfg.seq_len} exceeds the model's "
                            f"max_len={model.max_len}")
   mesh = sharding.make_mesh(mesh_cfg)
-  if batch_size % mesh.shape["data"]:
+  shards = sharding.batch_shards(mesh)
+  if grad_accum_steps < 1 or batch_size % (shards * grad_accum_steps):
     raise errors.UserError(
-        f"BATCH_SIZE={batch_size} is not divisible by the mesh's data axis "
-        f"({mesh.shape['data']}); use a multiple of it")
+        f"BATCH_SIZE={batch_size} must divide into GRAD_ACCUM_STEPS={grad_accum_steps} "
+        f"micro-batches split over the mesh's data x fsdp axes ({shards} devices); use a "
+        f"multiple of {shards * max(grad_accum_steps, 1)}")
   data.check(data_cfg, "train")  # the train data, then the validation data: cheap checks first
   if evaluates:
     data.check(data_cfg, "validation")
@@ -162,16 +133,15 @@ def _describe(workdir: pathlib.Path, model: ModelConfig, data_cfg, plan: dict, t
   return out
 
 
-def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, mesh, rows_NxL,
+def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step_fn, rows_NxL,
            train_steps: int, batch_size: int, seed: int, checkpoint_every: int,
            keep_checkpoints: int, log_every: int, eval_every: int, eval_batches: int,
-           post_hoc_from: str, start_over: bool, operative_config: str) -> dict:
+           post_hoc_from: str, start_over: bool, operative_config: str, speed: dict) -> dict:
+  mesh = setup.mesh
   stream = data.BatchStream(rows_NxL, batch_size, seed, jax.process_index(), jax.process_count())
   val_rows = data.load_rows(data_cfg, "validation") if eval_every else None
   post_hoc = bool(post_hoc_from)
   mgr = checkpoint.manager(workdir, max_to_keep=keep_checkpoints)
-  setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True,
-                       freeze_model=post_hoc)
   found, restored, _, damaged = checkpoint.restore_latest_good(
       mgr, lambda meta: setup.state,
       lambda meta: checkpoint.check_compatible(meta, model, setup.state["params"], str(workdir)))
@@ -203,7 +173,6 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, mesh, rows_
     reporting.say(f"Already at step {start} >= TRAIN_STEPS={train_steps}; nothing to train.")
     return {"step": start}
 
-  step_fn = make_train_step(setup)
   eval_fn = val_metrics.make_eval_fn(setup.graphdef) if eval_every else None
   writer = reporting.writer(workdir / "tb" / "train")
   history = workdir / "history.jsonl"  # the same scalars as TensorBoard, one JSON object a line
@@ -214,6 +183,7 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, mesh, rows_
   st = setup.state
   pending = None  # metrics of the previous step, pulled after the next one is dispatched
   last = {}
+  mark = None  # (step, time) of the last log line: tokens/s and MFU over the steps since
 
   def flush(step_done, metrics):
     m = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -226,7 +196,7 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, mesh, rows_
           f"or check the data; the run can resume from step {mgr.latest_step()}")
     return m
 
-  with _StopFlag() as stop:
+  with stop_flag.StopFlag() as stop:
     for step in range(start, train_steps):
       targets_BxL = stream.batch(step)
       inputs = sharding.to_global(data.lm_inputs(targets_BxL), mesh)
@@ -237,11 +207,22 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, mesh, rows_
         last = flush(*pending)
         if pending[0] % log_every == 0 or pending[0] == start + 1:
           lr = float(optimizer.schedule(opt, train_steps)(pending[0] - 1))
-          writer.write_scalars(pending[0], {**last, "learning_rate": lr})
-          reporting.append_jsonl(history, {"step": pending[0], **last, "learning_rate": lr})
+          now, speed_line, rate = time.perf_counter(), "", {}
+          if mark is not None:
+            rate = train_cost.throughput((pending[0] - mark[0]) * batch_size * data_cfg.seq_len,
+                                         now - mark[1], mesh.size, speed["flops_per_token"],
+                                         speed["peak"])
+            mfu = f"{rate['mfu']:.1%}" if speed["peak"] else "n/a"
+            speed_line = f" tok/s/device {rate['tokens_per_s_per_device']:,.0f} MFU {mfu}"
+          mark = (pending[0], now)
+          known = {k: v for k, v in rate.items() if k != "mfu" or speed["peak"]}
+          writer.write_scalars(pending[0], {**last, "learning_rate": lr, **known})
+          reporting.append_jsonl(history, {"step": pending[0], **last, "learning_rate": lr,
+                                           **{k: rate[k] if k in known else "n/a" for k in rate}})
           extra = "".join(f" {k} {v:.3f}" for k, v in last.items() if k.startswith("recall/")
                           and k.count("/") == 1)
-          reporting.say(progress.line(pending[0], f"loss {last['loss']:.4f}{extra} lr {lr:.2e}"))
+          reporting.say(progress.line(
+              pending[0], f"loss {last['loss']:.4f}{extra} lr {lr:.2e}{speed_line}"))
       pending = (done, metrics)
       should_save = done % checkpoint_every == 0 or done == train_steps or stop.check(done)
       if should_save:
