@@ -62,6 +62,26 @@ class Progress:
     return self.line(self.done, extra)
 
 
+def track(items, label: str, *, every: float = 10.0, first_compiles: bool = True):
+  """Yields `items`; prints `  label [i/n pct] | rate | ETA` after the first item, then at most
+  every `every` seconds, and `  label: n done in T` at the end (process 0 only). With
+  `first_compiles` the rate is measured after the first item (it includes compilation); an item
+  counts as done when the loop body that received it returns, so bodies that dispatch
+  asynchronous work should block on it."""
+  items = list(items)
+  bar = Progress(0, len(items))
+  if not first_compiles:
+    bar.first_done = (0, bar.t0)
+  t0 = last = time.perf_counter()
+  for i, item in enumerate(items, 1):
+    yield item
+    line, now = bar.line(i), time.perf_counter()
+    if i < len(items) and (i == 1 or now - last >= every):
+      say(f"  {label} {line}")
+      last = now
+  say(f"  {label}: {len(items)} done in {fmt_duration(time.perf_counter() - t0)}")
+
+
 def table(rows: list[tuple[str, object]], title: str = "") -> str:
   """A two-column table of metric name and value."""
   def fmt(v):

@@ -14,13 +14,12 @@ import json
 import os
 import pathlib
 import platform
-import subprocess
-import sys
 import time
 
 from absl import app, flags
 
 from hire_cli.report import eval_report, plots, reporting
+from hire_cli.report import phases as phases_lib
 
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
 
@@ -35,16 +34,6 @@ flags.DEFINE_string("out", None, "the results page (default docs/results[_quick]
 FLAGS = flags.FLAGS
 
 
-def hire(*args: str) -> None:
-  cmd = [sys.executable, "-m", "hire_cli.cli.main", *args]
-  reporting.say("$ hire " + " ".join(args))
-  t0 = time.perf_counter()
-  if subprocess.run(cmd).returncode != 0:
-    raise SystemExit(f"quality: `hire {' '.join(args)}` failed; fix it and rerun `make quality` "
-                     "(finished runs are kept and not retrained)")
-  reporting.say(f"  ({time.perf_counter() - t0:.0f} s)")
-
-
 def main(argv) -> None:
   del argv
   quick = FLAGS.quick
@@ -56,19 +45,21 @@ def main(argv) -> None:
   t0 = time.perf_counter()
   common = [f"--gin.TRAIN_STEPS={steps}", f"--gin.WARMUP_STEPS={max(steps // 10, 1)}",
             f"--gin.CHECKPOINT_EVERY={max(steps // 3, 1)}", f"--gin.EVAL_EVERY={max(steps // 3, 1)}"]
+  phases = phases_lib.Phases("quality", ["train"] * len(VARIANTS) + ["eval"] * len(VARIANTS) +
+                             ["compare", "bench"], retry="make quality")
   for v in VARIANTS:
-    hire("train", f"--gin_file=configs/experiments/{size}_{v}.gin", f"--gin.MODEL_DIR={root / v}",
-         *common)
+    phases.run("train", f"--gin_file=configs/experiments/{size}_{v}.gin",
+               f"--gin.MODEL_DIR={root / v}", *common)
   for v in VARIANTS:
     if _evaluated(root / v, steps):
-      reporting.say(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
+      phases.skip(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
       continue
-    hire("eval", f"--gin_file=configs/experiments/{size}_{v}.gin", f"--gin.MODEL_DIR={root / v}",
-         f"--gin.DOWNSTREAM_LIMIT={limit}", *(QUICK_EVAL if quick else ()))
-  hire("compare", *[str(root / v) for v in VARIANTS],
-       f"--out={root / 'comparison'}")
-  hire("bench-latency", f"--gin_file=configs/experiments/{size}_hire.gin",
-       f"--gin.MODEL_DIR={root / 'hire'}", f"--gin.BENCH_VARIANTS={list(VARIANTS)}")
+    phases.run("eval", f"--gin_file=configs/experiments/{size}_{v}.gin",
+               f"--gin.MODEL_DIR={root / v}", f"--gin.DOWNSTREAM_LIMIT={limit}",
+               *(QUICK_EVAL if quick else ()))
+  phases.run("compare", *[str(root / v) for v in VARIANTS], f"--out={root / 'comparison'}")
+  phases.run("bench-latency", f"--gin_file=configs/experiments/{size}_hire.gin",
+             f"--gin.MODEL_DIR={root / 'hire'}", f"--gin.BENCH_VARIANTS={list(VARIANTS)}")
   command = "make quality" + (" QUICK=1" if quick else "")
   write_results(root, out, size=size, steps=steps, limit=limit, command=command,
                 minutes=(time.perf_counter() - t0) / 60)

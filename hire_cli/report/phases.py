@@ -1,0 +1,51 @@
+"""Progress of a run made of several `hire` commands (`make quality`, `make demo`): which phase
+runs, the time so far and an ETA from the phases already run. Each command prints its own
+progress lines (training steps, eval batches, benchmark cases) below its phase's line."""
+
+import subprocess
+import sys
+import time
+
+from hire_cli.report import reporting
+
+
+class Phases:
+  """`run(*args)` runs `hire ARGS` as a subprocess; `kinds` names every phase in order (phases
+  of a kind take about as long as each other, e.g. "train", "eval")."""
+
+  def __init__(self, name: str, kinds: list[str], *, retry: str):
+    self.name, self.kinds, self.retry = name, kinds, retry
+    self.took, self.t0 = [], time.perf_counter()
+
+  def eta(self) -> float:
+    """Seconds left: each remaining phase as long as the mean of the phases of its kind run so
+    far (of all phases run so far when none of its kind has run; unknown before the first)."""
+    by_kind = {}
+    for kind, took in zip(self.kinds, self.took):
+      if took is not None:  # a skipped phase (already done) says nothing about its kind
+        by_kind.setdefault(kind, []).append(took)
+    if not by_kind:
+      return float("nan")
+    mean = sum(map(sum, by_kind.values())) / sum(map(len, by_kind.values()))
+    return sum(sum(by_kind.get(k, [mean])) / len(by_kind.get(k, [mean]))
+               for k in self.kinds[len(self.took):])
+
+  def elapsed(self) -> float:
+    return time.perf_counter() - self.t0
+
+  def _head(self, what: str) -> None:
+    reporting.say(f"[{self.name} {len(self.took) + 1}/{len(self.kinds)}] {what}  (elapsed "
+                  f"{reporting.fmt_duration(self.elapsed())}, ETA "
+                  f"{reporting.fmt_duration(self.eta())})")
+
+  def skip(self, why: str) -> None:
+    self._head(f"skipped: {why}")
+    self.took.append(None)
+
+  def run(self, *args: str) -> None:
+    self._head(f"$ hire {' '.join(args)}")
+    t = time.perf_counter()
+    if subprocess.run([sys.executable, "-m", "hire_cli.cli.main", *args]).returncode != 0:
+      raise SystemExit(f"{self.name}: `hire {' '.join(args)}` failed; fix it and rerun "
+                       f"`{self.retry}` (finished runs are kept and not retrained)")
+    self.took.append(time.perf_counter() - t)
