@@ -9,6 +9,11 @@ import time
 from hire_cli.report import reporting
 
 
+def say(msg: str) -> None:
+  """A console line; the orchestrator is one process and never starts JAX (its commands do)."""
+  print(msg, flush=True)
+
+
 class Phases:
   """`run(*args)` runs `hire ARGS` as a subprocess; `kinds` names every phase in order (phases
   of a kind take about as long as each other, e.g. "train", "eval")."""
@@ -34,7 +39,7 @@ class Phases:
     return time.perf_counter() - self.t0
 
   def _head(self, what: str) -> None:
-    reporting.say(f"[{self.name} {len(self.took) + 1}/{len(self.kinds)}] {what}  (elapsed "
+    say(f"[{self.name} {len(self.took) + 1}/{len(self.kinds)}] {what}  (elapsed "
                   f"{reporting.fmt_duration(self.elapsed())}, ETA "
                   f"{reporting.fmt_duration(self.eta())})")
 

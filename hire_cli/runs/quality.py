@@ -63,7 +63,7 @@ def main(argv) -> None:
   command = "make quality" + (" QUICK=1" if quick else "")
   write_results(root, out, size=size, steps=steps, limit=limit, command=command,
                 minutes=(time.perf_counter() - t0) / 60)
-  reporting.say(f"Wrote {out}")
+  phases_lib.say(f"Wrote {out}")
 
 
 # A quick check needs the softmax recall curve at three k', from one batch.
