@@ -54,7 +54,8 @@ class Progress:
     eta = (self.total - done) / rate if rate == rate and rate > 0 else float("nan")
     pct = 100.0 * done / max(self.total, 1)
     rate_s = f"{rate:.2f}/s" if rate == rate else "-/s"
-    return f"[{done}/{self.total} {pct:3.0f}%] {extra} | {rate_s} | ETA {fmt_duration(eta)}"
+    extra = f" {extra}" if extra else ""
+    return f"[{done}/{self.total} {pct:3.0f}%]{extra} | {rate_s} | ETA {fmt_duration(eta)}"
 
   def step(self, extra: str = "") -> str:
     """One more item done: its progress line."""
