@@ -36,3 +36,10 @@ def test_phases_eta_uses_the_phases_of_the_same_kind():
   assert p.eta() == pytest.approx(10 + 230 / 3)  # eval like the eval; bench: mean of all
   p.took = [100.0, None]  # a skipped train phase says nothing about how long one takes
   assert p.eta() == 100 + 100 + 100
+
+
+def test_phases_eta_scales_the_kinds_not_run_yet_by_their_weights():
+  p = phases.Phases("demo", ["train", "eval", "bench"], retry="make demo",
+                    weights={"train": 1.0, "eval": 0.5, "bench": 0.25})
+  p.took = [400.0]
+  assert p.eta() == 200 + 100

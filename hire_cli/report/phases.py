@@ -18,21 +18,28 @@ class Phases:
   """`run(*args)` runs `hire ARGS` as a subprocess; `kinds` names every phase in order (phases
   of a kind take about as long as each other, e.g. "train", "eval")."""
 
-  def __init__(self, name: str, kinds: list[str], *, retry: str):
+  def __init__(self, name: str, kinds: list[str], *, retry: str,
+               weights: dict[str, float] | None = None):
+    """`weights`: how long a phase of each kind takes relative to the others (1 when not
+    given), used for the kinds that have not run yet."""
     self.name, self.kinds, self.retry = name, kinds, retry
+    self.weights = weights or {}
     self.took, self.t0 = [], time.perf_counter()
 
   def eta(self) -> float:
     """Seconds left: each remaining phase as long as the mean of the phases of its kind run so
-    far (of all phases run so far when none of its kind has run; unknown before the first)."""
+    far; a kind not run yet, as the phases run so far scaled by `weights` (unknown before the
+    first phase)."""
     by_kind = {}
     for kind, took in zip(self.kinds, self.took):
       if took is not None:  # a skipped phase (already done) says nothing about its kind
         by_kind.setdefault(kind, []).append(took)
     if not by_kind:
       return float("nan")
-    mean = sum(map(sum, by_kind.values())) / sum(map(len, by_kind.values()))
-    return sum(sum(by_kind.get(k, [mean])) / len(by_kind.get(k, [mean]))
+    w = lambda k: self.weights.get(k, 1.0)  # noqa: E731
+    per_weight = (sum(t / w(k) for k, ts in by_kind.items() for t in ts) /
+                  sum(map(len, by_kind.values())))
+    return sum(sum(by_kind[k]) / len(by_kind[k]) if k in by_kind else per_weight * w(k)
                for k in self.kinds[len(self.took):])
 
   def elapsed(self) -> float:

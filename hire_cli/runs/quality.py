@@ -34,6 +34,11 @@ flags.DEFINE_string("out", None, "the results page (default docs/results[_quick]
 FLAGS = flags.FLAGS
 
 
+# Relative phase lengths for the ETA before a phase of the kind has run (QUICK=1, 2026-11-23:
+# trainings 68-518 s, the evaluations about 260 s).
+PHASE_WEIGHTS = {"train": 1.0, "eval": 0.8, "compare": 0.02, "bench": 0.5}
+
+
 def main(argv) -> None:
   del argv
   quick = FLAGS.quick
@@ -46,7 +51,8 @@ def main(argv) -> None:
   common = [f"--gin.TRAIN_STEPS={steps}", f"--gin.WARMUP_STEPS={max(steps // 10, 1)}",
             f"--gin.CHECKPOINT_EVERY={max(steps // 3, 1)}", f"--gin.EVAL_EVERY={max(steps // 3, 1)}"]
   phases = phases_lib.Phases("quality", ["train"] * len(VARIANTS) + ["eval"] * len(VARIANTS) +
-                             ["compare", "bench"], retry="make quality")
+                             ["compare", "bench"], retry="make quality",
+                             weights=PHASE_WEIGHTS)
   for v in VARIANTS:
     phases.run("train", f"--gin_file=configs/experiments/{size}_{v}.gin",
                f"--gin.MODEL_DIR={root / v}", *common)
