@@ -19,6 +19,7 @@ from hire_cli.report import reporting
 
 EXPERIMENT = "configs/experiments/tiny_hire.gin"
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
+NAMES = {"hire_softmax": "HiRE-Softmax", "hire_ffn": "HiRE-FFN", "hire": "HiRE"}
 
 flags.DEFINE_string("model_dir", "runs/demo", "where the demo's run goes (resumed if there)")
 # Sized to take a few minutes on 2 CPU cores: the approximators' recall is past 0.9 by step 60.
@@ -26,13 +27,17 @@ flags.DEFINE_integer("steps", 150, "training steps (tiny_hire.gin trains 300)")
 flags.DEFINE_integer("eval_batches", 4, "validation batches of 16 x 128 tokens")
 flags.DEFINE_integer("downstream_limit", 20, "questions per downstream task")
 FLAGS = flags.FLAGS
+# Relative phase lengths for the ETA (2026-11-28, 2-core CPU: train 32 min, eval 5.3, bench 0.6
+# under a load of 10-20 from other jobs).
+PHASE_WEIGHTS = {"train": 1.0, "eval": 0.17, "bench": 0.02}
 
 
 def main(argv) -> None:
   del argv
   run = pathlib.Path(FLAGS.model_dir)
   steps = FLAGS.steps
-  phases = phases_lib.Phases("demo", ["train", "eval", "bench"], retry="make demo")
+  phases = phases_lib.Phases("demo", ["train", "eval", "bench"], retry="make demo",
+                             weights=PHASE_WEIGHTS)
   common = [f"--gin_file={EXPERIMENT}", f"--gin.MODEL_DIR={run}"]
   phases.run("train", *common, f"--gin.TRAIN_STEPS={steps}", f"--gin.CHECKPOINT_EVERY={steps}",
              f"--gin.WARMUP_STEPS={max(steps // 10, 1)}", "--gin.EVAL_EVERY=0")
@@ -51,25 +56,25 @@ def summary(metrics: dict, bench: dict, run: pathlib.Path, seconds: float) -> st
 
   ms = {c["variant"]: c["ms_per_token"] for c in bench.get("cases", []) if c["batch"] == 1}
   dense_ms = ms.get("dense")
-  speed = ", ".join(f"{v} {ms[v]:.2f} ms ({dense_ms / ms[v]:.2f}x)" for v in VARIANTS[1:]
-                    if v in ms and dense_ms)
+  speed = "".join(f" | {NAMES[v]} {ms[v]:.2f} ({dense_ms / ms[v]:.2f}x)" for v in VARIANTS[1:]
+                  if v in ms and dense_ms)
   lines = [
       f"HiRE demo: tiny model, step {metrics.get('step')}, {run} "
       f"(finished in {reporting.fmt_duration(seconds)})",
-      f"  validation loss       exact model {get('loss', '{:.3f}')} (the model HiRE serves; "
-      f"unigram baseline {get('unigram_loss', '{:.3f}')})",
-      f"  softmax recall@32     {get('recall/softmax@32', '{:.3f}')} of the exact top-32 "
-      "tokens are among HiRE's candidates",
-      f"  FFN group recall      {get('recall/ffn@k', '{:.3f}')} of the exact top-k FFN groups "
-      "are among HiRE's candidate groups",
-      f"  top-1 agreement       {get('top1_agreement', '{:.1%}')} of next-token picks are the "
-      "exact model's (greedy)",
-      f"  downstream accuracy   exact {get('downstream/mean/accuracy', '{:.1f}')}%, with HiRE "
-      f"{get('downstream/mean/accuracy_hire', '{:.1f}')}% (mean of the shipped tasks)",
-      f"  decode, batch 1       dense {dense_ms:.2f} ms/token; {speed}" if dense_ms else
-      "  decode: no timing found",
-      f"  served loss           {get('served_loss', '{:.3f}')} (softmax over the k' candidates "
-      "with a 1e-6 floor: a missed target costs log(V/1e-6), so it is not the model's loss)",
+      f"  validation loss      {get('loss', '{:.3f}')} exact model (unigram baseline "
+      f"{get('unigram_loss', '{:.3f}')}); HiRE serves this model",
+      f"  softmax recall@32    {get('recall/softmax@32', '{:.3f}')} of the exact top-32 tokens "
+      "are among HiRE's candidates",
+      f"  FFN group recall     {get('recall/ffn@k', '{:.3f}')} of the exact top-k FFN groups are "
+      "among HiRE's candidates",
+      f"  top-1 agreement      {get('top1_agreement', '{:.1%}')} of greedy next tokens are the "
+      "exact model's",
+      f"  downstream accuracy  {get('downstream/mean/accuracy', '{:.1f}')}% exact, "
+      f"{get('downstream/mean/accuracy_hire', '{:.1f}')}% with HiRE (mean of the shipped tasks)",
+      f"  decode ms/token      dense {dense_ms:.2f}{speed}" if dense_ms else
+      "  decode ms/token      no timing found",
+      f"  served loss          {get('served_loss', '{:.3f}')} (softmax over the k' candidates "
+      "with a 1e-6 floor)",
       f"Reports: {run / 'eval' / 'report.md'}, {run / 'bench' / 'latency.json'}"]
   return "\n".join(lines)
 
