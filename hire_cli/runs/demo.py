@@ -6,7 +6,7 @@ approximators are distilled from), evaluates it exactly and as HiRE serves it (l
 top-1 agreement, downstream accuracy), times dense decoding against every HiRE variant on the
 same weights (`hire bench-latency`), and ends with a short summary of dense against HiRE.
 
-  python -m hire_cli.runs.demo [--model_dir=runs/demo] [--steps=300]
+  python -m hire_cli.runs.demo [--model_dir=runs/demo] [--steps=150]
 """
 
 import json
