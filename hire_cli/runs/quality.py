@@ -14,13 +14,12 @@ import json
 import os
 import pathlib
 import platform
-import subprocess
-import sys
 import time
 
 from absl import app, flags
 
 from hire_cli.report import eval_report, plots, reporting
+from hire_cli.report import phases as phases_lib
 
 VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
 
@@ -35,14 +34,9 @@ flags.DEFINE_string("out", None, "the results page (default docs/results[_quick]
 FLAGS = flags.FLAGS
 
 
-def hire(*args: str) -> None:
-  cmd = [sys.executable, "-m", "hire_cli.cli.main", *args]
-  reporting.say("$ hire " + " ".join(args))
-  t0 = time.perf_counter()
-  if subprocess.run(cmd).returncode != 0:
-    raise SystemExit(f"quality: `hire {' '.join(args)}` failed; fix it and rerun `make quality` "
-                     "(finished runs are kept and not retrained)")
-  reporting.say(f"  ({time.perf_counter() - t0:.0f} s)")
+# Relative phase lengths for the ETA before a phase of the kind has run (QUICK=1, 2026-11-23:
+# trainings 68-518 s, the evaluations about 260 s).
+PHASE_WEIGHTS = {"train": 1.0, "eval": 0.8, "compare": 0.02, "bench": 0.5}
 
 
 def main(argv) -> None:
@@ -56,23 +50,27 @@ def main(argv) -> None:
   t0 = time.perf_counter()
   common = [f"--gin.TRAIN_STEPS={steps}", f"--gin.WARMUP_STEPS={max(steps // 10, 1)}",
             f"--gin.CHECKPOINT_EVERY={max(steps // 3, 1)}", f"--gin.EVAL_EVERY={max(steps // 3, 1)}"]
+  phases = phases_lib.Phases("quality", ["train"] * len(VARIANTS) + ["eval"] * len(VARIANTS) +
+                             ["compare", "bench"], retry="make quality",
+                             weights=PHASE_WEIGHTS)
   for v in VARIANTS:
-    hire("train", f"--gin_file=configs/experiments/{size}_{v}.gin", f"--gin.MODEL_DIR={root / v}",
-         *common)
+    phases.run("train", f"--gin_file=configs/experiments/{size}_{v}.gin",
+               f"--gin.MODEL_DIR={root / v}", *common)
   for v in VARIANTS:
     if _evaluated(root / v, steps):
-      reporting.say(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
+      phases.skip(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
       continue
-    hire("eval", f"--gin_file=configs/experiments/{size}_{v}.gin", f"--gin.MODEL_DIR={root / v}",
-         f"--gin.DOWNSTREAM_LIMIT={limit}", *(QUICK_EVAL if quick else ()))
-  hire("compare", *[str(root / v) for v in VARIANTS], f"--data={EVAL_DATA}",
-       f"--out={root / 'comparison'}")
-  hire("bench-latency", f"--gin_file=configs/experiments/{size}_hire.gin",
-       f"--gin.MODEL_DIR={root / 'hire'}", f"--gin.BENCH_VARIANTS={list(VARIANTS)}")
+    phases.run("eval", f"--gin_file=configs/experiments/{size}_{v}.gin",
+               f"--gin.MODEL_DIR={root / v}", f"--gin.DOWNSTREAM_LIMIT={limit}",
+               *(QUICK_EVAL if quick else ()))
+  phases.run("compare", *[str(root / v) for v in VARIANTS], f"--data={EVAL_DATA}",
+             f"--out={root / 'comparison'}")
+  phases.run("bench-latency", f"--gin_file=configs/experiments/{size}_hire.gin",
+             f"--gin.MODEL_DIR={root / 'hire'}", f"--gin.BENCH_VARIANTS={list(VARIANTS)}")
   command = "make quality" + (" QUICK=1" if quick else "")
   write_results(root, out, size=size, steps=steps, limit=limit, command=command,
                 minutes=(time.perf_counter() - t0) / 60)
-  reporting.say(f"Wrote {out}")
+  phases_lib.say(f"Wrote {out}")
 
 
 # A quick check needs the softmax recall curve at three k', from one batch.
