@@ -36,8 +36,11 @@ def test_train_resume_eval_bench(tmp_path):
   second = hire("train", run, "--gin.TRAIN_STEPS=5", *TINY)
   assert "Resuming from checkpoint at step 3" in second.stdout
 
-  hire("eval", run, "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=2",
-       "--gin.MINIMAL_PAIRS_LIMIT=3", *TINY)
+  out = hire("eval", run, "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=2",
+             "--gin.MINIMAL_PAIRS_LIMIT=3", *TINY).stdout
+  for phase in ("validation loss and recall: 1 done in", "downstream [",
+                "decode latency (paths timed): 1 done in"):  # every long phase shows progress
+    assert phase in out, out
   metrics = json.loads((tmp_path / "eval" / "hire_corpus_lm" / "metrics.json").read_text())
   assert metrics["step"] == 5 and {"loss", "perplexity", "unigram_loss"} <= set(metrics)
   assert {"downstream/mean/accuracy", "downstream/cloze/accuracy",

@@ -1,14 +1,17 @@
 """Every shipped experiment parses and binds a model that builds (abstractly: shapes only, so the
 1b and base models cost nothing)."""
 
+import dataclasses
+import json
+
 import gin
 import jax
 import pytest
 
-from hire_cli import paths
+from hire_cli import errors, paths
 from hire_cli.cli import gin_utils
 from hire_cli.lib import state
-from hire_cli.nn.config import ModelConfig
+from hire_cli.nn.config import HiReFfnConfig, ModelConfig
 
 EXPERIMENTS = sorted((paths.REPO_ROOT / "configs" / "experiments").glob("*.gin"))
 
@@ -47,3 +50,20 @@ def test_experiment_parses_and_builds_its_model(path):
   n = sum(x.size for x in leaves)
   # num_params counts the dense model; HiRE approximators only add to it.
   assert n == cfg.num_params() if variant == "dense" else n >= cfg.num_params(), (n, cfg)
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_from_dict_rebuilds_the_saved_model_description(path):
+  """What a checkpoint saves as meta["model"] (JSON of `dataclasses.asdict`) rebuilds the same
+  config, HiRE sub-configs included, with no hand conversion."""
+  gin_utils.parse([str(path.relative_to(paths.REPO_ROOT))], [])
+  cfg = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  saved = json.loads(json.dumps(dataclasses.asdict(cfg)))
+  assert ModelConfig.from_dict(saved) == cfg
+
+
+def test_from_dict_refuses_a_field_it_does_not_know():
+  saved = dataclasses.asdict(ModelConfig(hire_ffn=HiReFfnConfig()))
+  saved["hire_ffn"]["approx"]["rnak"] = 8
+  with pytest.raises(errors.UserError, match="rnak"):
+    ModelConfig.from_dict(saved)

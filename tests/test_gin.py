@@ -59,3 +59,21 @@ def test_run_files_are_included_by_the_cli():
   gin_utils.parse(["configs/experiments/tiny_hire.gin"], [])
   assert gin.query_parameter("%TRAIN_STEPS") == 300  # the experiment's value wins
   assert gin.query_parameter("%DECODE_STEPS") == 32  # configs/runs/bench_latency.gin
+
+
+def test_configs_parse_from_another_folder_without_log_lines(tmp_path):
+  """Outside the checkout gin tries each include as a Python package resource first: that logged
+  "Path not found" per include and, with the checkout on sys.path (its configs/ is then a
+  namespace package), failed outright."""
+  import pathlib
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  code = ("from hire_cli.cli import gin_utils; import gin; gin_utils.parse("
+          "['configs/experiments/tiny_hire.gin'], []); "
+          "print(gin.query_parameter('ModelConfig.d_model'))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                        text=True, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip() == "64"
+  assert "Path not found" not in proc.stderr, proc.stderr

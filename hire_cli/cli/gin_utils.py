@@ -3,13 +3,14 @@
 Library code stays plain Python; only the dataclass configs and the keyword-only entry functions
 are made configurable here (as in T5X)."""
 
+import contextlib
 import difflib
+import os
 import pathlib
 import re
 import tokenize
 
 import gin
-from absl import logging
 
 from hire_cli import errors, paths
 from hire_cli.lib import data_config, optimizer, sharding
@@ -65,17 +66,37 @@ def parse(gin_files: list[str] | None, bindings: list[str] | None) -> None:
   gin.clear_config()
   gin.add_config_file_search_path(str(paths.REPO_ROOT))
   files = [_resolve(f) for f in (*RUN_FILES, *(gin_files or [DEFAULT_EXPERIMENT]))]
-  # gin tries each include relative to the working directory before the search path and logs
-  # "Path not found" for every miss; the include is found, so the line only alarms.
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.FATAL)
   try:
-    gin.parse_config_files_and_bindings(files, bindings or [], finalize_config=False)
+    with _quiet_resource_lookup():
+      gin.parse_config_files_and_bindings(files, bindings or [], finalize_config=False)
   except (ValueError, KeyError, SyntaxError, IOError, tokenize.TokenError, TypeError) as e:
     raise errors.UserError(f"bad gin config: {_one_line(e)}") from None
-  finally:
-    logging.set_verbosity(verbosity)
   _check_macros_read()
+
+
+def _resource_file_exists(path: str) -> bool:
+  """gin's check for an include that names a file inside a Python package, without its
+  "Path not found" log line on every miss, and False where gin's own check raises (a folder of
+  the same name on sys.path, e.g. the checkout's configs/, is a namespace package)."""
+  from gin import resource_reader
+  try:
+    return os.path.isfile(resource_reader._parse_config_path(path))
+  except Exception:  # noqa: BLE001 - whatever the lookup hits, the file is not there
+    return False
+
+
+@contextlib.contextmanager
+def _quiet_resource_lookup():
+  """gin tries each include relative to the working directory, then as a package resource, then
+  under the search path (where ours are): the middle try only logs and may fail (see above)."""
+  readers = gin.config._FILE_READERS  # gin has no public way to change a registered check
+  saved = list(readers)
+  readers[:] = [(r, _resource_file_exists if r.__module__ == "gin.resource_reader" else e)
+                for r, e in saved]
+  try:
+    yield
+  finally:
+    readers[:] = saved
 
 
 def _macro_names() -> tuple[set, set]:

@@ -11,6 +11,7 @@ from hire_cli.nn import decode
 from hire_cli.nn import served as served_lib
 from hire_cli.nn.config import ModelConfig
 from hire_cli.nn.model import init_cache
+from hire_cli.report import reporting
 
 
 def time_decode(runner, prompt_BxL, warmup: int, steps: int) -> tuple[float, list[float]]:
@@ -54,10 +55,11 @@ def time_interleaved(runners: dict, prompt_BxL, warmup: int, steps: int, repeats
 
 
 def decode_latency(graphdef, params, cfg: ModelConfig, steps: int = 16, context: int = 32,
-                   warmup: int = 3, seed: int = 0, mesh=None) -> dict:
+                   warmup: int = 3, seed: int = 0, mesh=None, *, progress: str = "") -> dict:
   """Median ms per decode step at batch 1: `latency/ms_per_token` (the exact path) and, for
   HiRE models, `latency/ms_per_token_hire` and the speedup (served on `mesh` when its layers
-  select with a mesh method); the full study is bench-latency."""
+  select with a mesh method); the full study is bench-latency. `progress` names the phase in
+  progress lines with ETA (one item per path; none when empty)."""
   context = max(1, min(context, cfg.max_len - warmup - steps))
   prompt = jnp.asarray(np.random.default_rng(seed).integers(3, cfg.vocab_size, (1, context)),
                        jnp.int32)
@@ -65,7 +67,8 @@ def decode_latency(graphdef, params, cfg: ModelConfig, steps: int = 16, context:
   if has_hire:  # both paths from the serving form: the exact one never reads its extra tensors
     graphdef, params = served_lib.prepare(graphdef, params, mesh)
   out = {}
-  for served in ((False, True) if has_hire else (False,)):
+  paths = (False, True) if has_hire else (False,)
+  for served in reporting.track(paths, progress, first_compiles=False) if progress else paths:
     runner = (cfg, params, *decode.prefill_and_step(graphdef, served=served))
     out["latency/ms_per_token" + ("_hire" if served else "")] = statistics.median(
         time_decode(runner, prompt, warmup, steps)[1])

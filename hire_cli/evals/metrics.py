@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from hire_cli.lib import data, sharding, state
 from hire_cli.nn import loss, served, softmax
+from hire_cli.report import reporting
 
 
 def make_eval_fn(graphdef, ks=(1, 8, 32), mesh=None):
@@ -44,13 +45,18 @@ def make_eval_fn(graphdef, ks=(1, 8, 32), mesh=None):
   return eval_fn
 
 
-def mean_metrics(eval_fn, params, rows_NxL, batch_size, max_batches, mesh) -> dict:
-  """Metrics averaged over fixed validation batches (the same every call)."""
+def mean_metrics(eval_fn, params, rows_NxL, batch_size, max_batches, mesh, *,
+                 progress: str = "") -> dict:
+  """Metrics averaged over fixed validation batches (the same every call); `progress` names
+  the phase in progress lines with ETA (none when empty, as in training's periodic eval)."""
   per_process = batch_size // jax.process_count()
   results = []
-  for batch in data.eval_batches(rows_NxL, batch_size, max_batches):
+  batches = data.eval_batches(rows_NxL, batch_size, max_batches)
+  for batch in reporting.track(batches, progress) if progress else batches:
     local = batch[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
     results.append(eval_fn(params, sharding.to_global(data.lm_inputs(local), mesh),
                            sharding.to_global(local, mesh)))
+    if progress:
+      jax.block_until_ready(results[-1])  # done when computed, not when dispatched
   results = jax.device_get(results)
   return {k: float(sum(r[k] for r in results) / len(results)) for k in results[0]}

@@ -9,6 +9,7 @@ from flax import nnx
 
 from hire_cli.lib import data, sharding
 from hire_cli.nn import served
+from hire_cli.report import reporting
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,15 +31,17 @@ def _rank_fn(graphdef, k_max: int, kp_max: int):
 
 
 def softmax_recall_curve(graphdef, params, rows_NxL, batch_size: int, batches: int,
-                         k_primes, mesh, ks=(1, 8, 32)) -> dict:
+                         k_primes, mesh, ks=(1, 8, 32), *, progress: str = "") -> dict:
   """{"k_prime": [...], "recall@k": [recall at each k'] for k in ks} on validation tokens: the
-  fraction of the exact top-k found among the approximator's top-k' (exact candidate top-k)."""
+  fraction of the exact top-k found among the approximator's top-k' (exact candidate top-k).
+  `progress` names the phase in progress lines with ETA (none when empty)."""
   vocab = nnx.merge(graphdef, params).cfg.vocab_size
   k_primes = sorted({min(int(kp), vocab) for kp in k_primes})
   ks = [k for k in ks if k <= vocab]
   ranks = _rank_fn(graphdef, max(ks), max(k_primes))
   found = []
-  for batch in data.eval_batches(rows_NxL, batch_size, batches):
+  todo = data.eval_batches(rows_NxL, batch_size, batches)
+  for batch in reporting.track(todo, progress) if progress else todo:
     found.append(np.asarray(ranks(params, sharding.to_global(data.lm_inputs(batch), mesh))))
   rank_NxK = np.concatenate([r.reshape(-1, r.shape[-1]) for r in found])
   curve = {"k_prime": k_primes}

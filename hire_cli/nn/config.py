@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import typing
 
 import jax.numpy as jnp
 
@@ -148,6 +149,12 @@ class ModelConfig:
     if self.hire_ffn is not None:
       self.hire_ffn.validate(self.d_ff, self.d_model)
 
+  @classmethod
+  def from_dict(cls, d: dict) -> "ModelConfig":
+    """Rebuilds a config from its JSON description (`dataclasses.asdict`, as saved with every
+    checkpoint in `meta["model"]`), HiRE sub-configs included; missing fields take defaults."""
+    return _from_dict(cls, d)
+
   @property
   def has_hire(self) -> bool:
     """Whether any layer (output softmax or FFN) has a HiRE path besides the exact one."""
@@ -176,6 +183,22 @@ class ModelConfig:
     matmul = self.num_params() - (0 if self.tie_embeddings else self.vocab_size * self.d_model)
     attention = 12 * self.n_layers * self.n_heads * self.d_head * seq_len
     return 6.0 * matmul + attention
+
+
+def _from_dict(cls, d: dict):
+  """`cls(**d)` with nested dicts turned back into the config dataclasses their fields name."""
+  if not isinstance(d, dict):
+    raise errors.UserError(f"a {cls.__name__} description must be a dict, not {type(d).__name__}")
+  hints = typing.get_type_hints(cls)
+  unknown = sorted(set(d) - set(hints))
+  if unknown:
+    raise errors.UserError(f"{cls.__name__} has no field(s) {unknown}; the description comes "
+                           "from another version of hire")
+  kwargs = {}
+  for name, value in d.items():
+    sub = [h for h in (hints[name], *typing.get_args(hints[name])) if dataclasses.is_dataclass(h)]
+    kwargs[name] = _from_dict(sub[0], value) if sub and isinstance(value, dict) else value
+  return cls(**kwargs)
 
 
 # Benchmarks compare all four variants on any model, also one whose run configured no HiRE

@@ -54,12 +54,33 @@ class Progress:
     eta = (self.total - done) / rate if rate == rate and rate > 0 else float("nan")
     pct = 100.0 * done / max(self.total, 1)
     rate_s = f"{rate:.2f}/s" if rate == rate else "-/s"
-    return f"[{done}/{self.total} {pct:3.0f}%] {extra} | {rate_s} | ETA {fmt_duration(eta)}"
+    extra = f" {extra}" if extra else ""
+    return f"[{done}/{self.total} {pct:3.0f}%]{extra} | {rate_s} | ETA {fmt_duration(eta)}"
 
   def step(self, extra: str = "") -> str:
     """One more item done: its progress line."""
     self.done += 1
     return self.line(self.done, extra)
+
+
+def track(items, label: str, *, every: float = 10.0, first_compiles: bool = True):
+  """Yields `items`; prints `  label [i/n pct] | rate | ETA` after the first item, then at most
+  every `every` seconds, and `  label: n done in T` at the end (process 0 only). With
+  `first_compiles` the rate is measured after the first item (it includes compilation); an item
+  counts as done when the loop body that received it returns, so bodies that dispatch
+  asynchronous work should block on it."""
+  items = list(items)
+  bar = Progress(0, len(items))
+  if not first_compiles:
+    bar.first_done = (0, bar.t0)
+  t0 = last = time.perf_counter()
+  for i, item in enumerate(items, 1):
+    yield item
+    line, now = bar.line(i), time.perf_counter()
+    if i < len(items) and (i == 1 or now - last >= every):
+      say(f"  {label} {line}")
+      last = now
+  say(f"  {label}: {len(items)} done in {fmt_duration(time.perf_counter() - t0)}")
 
 
 def table(rows: list[tuple[str, object]], title: str = "") -> str:

@@ -40,10 +40,10 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   out_dir = pathlib.Path(model_dir) / "eval" / name
   writable.check(out_dir, "MODEL_DIR/eval")  # before minutes of work, not after
   val_rows = data.load_rows(data_cfg, "validation")
-  reporting.say(f"Evaluating {model_dir} at step {step} on {name}: validation loss and recall "
-                "...")
+  reporting.say(f"Evaluating {model_dir} at step {step} on {name}")
   found = metrics_lib.mean_metrics(metrics_lib.make_eval_fn(graphdef, mesh=mesh), params, val_rows,
-                                   batch_size, eval_batches, mesh)
+                                   batch_size, eval_batches, mesh,
+                                   progress="validation loss and recall")
   n_batches = len(data.eval_batches(val_rows, batch_size, eval_batches))
   metrics = {"step": int(step), "loss": found.pop("loss"),
              "eval_tokens": n_batches * batch_size * data_cfg.seq_len}
@@ -60,7 +60,8 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   curve = None
   if model.hire_softmax is not None and recall_k_primes:
     curve = recall_curve.softmax_recall_curve(graphdef, params, val_rows, batch_size,
-                                              recall_batches, recall_k_primes, mesh)
+                                              recall_batches, recall_k_primes, mesh,
+                                              progress="softmax recall curve")
   items = {}
   if downstream and jax.process_count() == 1:
     from hire_cli.evals import downstream as hire_downstream  # seqio: only when it is needed
@@ -71,9 +72,8 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     from hire_cli.lib import downstream_tasks
     metrics["data"]["downstream"] = downstream_tasks.record(downstream_dir)
   if latency_steps and jax.process_count() == 1:
-    reporting.say(f"Timing {latency_steps} decode steps at batch 1 ...")
-    metrics.update(latency.decode_latency(graphdef, params, model, latency_steps,
-                                           mesh=mesh))
+    metrics.update(latency.decode_latency(graphdef, params, model, latency_steps, mesh=mesh,
+                                          progress="decode latency (paths timed)"))
   if reporting.is_chief():
     reporting.write_json(out_dir / "metrics.json", metrics)
     if curve:

@@ -15,13 +15,12 @@ validation prompts (`hire generate --compare`), times all of them on the HiRE ru
 
 import json
 import pathlib
-import subprocess
-import sys
 import time
 
 from absl import app, flags
 
-from hire_cli.report import quality_page, reporting
+from hire_cli.report import phases as phases_lib
+from hire_cli.report import quality_page
 
 flags.DEFINE_bool("quick", False, "tiny model, few steps: a quick check of the pipeline")
 flags.DEFINE_string("size", None, "model size (configs/experiments/<size>_<variant>.gin); "
@@ -38,14 +37,9 @@ flags.DEFINE_string("out", None, "the results page (default docs/results[_quick]
 FLAGS = flags.FLAGS
 
 
-def hire(*args: str) -> None:
-  cmd = [sys.executable, "-m", "hire_cli.cli.main", *args]
-  reporting.say("$ hire " + " ".join(args))
-  t0 = time.perf_counter()
-  if subprocess.run(cmd).returncode != 0:
-    raise SystemExit(f"quality: `hire {' '.join(args)}` failed; fix it and rerun `make quality` "
-                     "(finished runs are kept and not retrained)")
-  reporting.say(f"  ({time.perf_counter() - t0:.0f} s)")
+# Relative phase lengths for the ETA before a phase of the kind has run (QUICK=1, 2026-11-23:
+# trainings 68-518 s, the evaluations about 260 s).
+PHASE_WEIGHTS = {"train": 1.0, "eval": 0.8, "compare": 0.02, "generate": 0.2, "bench": 0.5}
 
 
 def main(argv) -> None:
@@ -67,31 +61,35 @@ def main(argv) -> None:
   every = 0 if quick else max(steps // 5, 1)
   common = [f"--gin.TRAIN_STEPS={steps}", f"--gin.WARMUP_STEPS={max(steps // 10, 1)}",
             f"--gin.CHECKPOINT_EVERY={max(steps // 5, 1)}", f"--gin.EVAL_EVERY={every}"]
-  exp = lambda v: f"--gin_file=configs/experiments/{size}_{v}.gin"
+  exp = lambda v: f"--gin_file=configs/experiments/{size}_{v}.gin"  # noqa: E731
+  phases = phases_lib.Phases("quality", ["train"] * len(variants) + ["eval"] * len(variants) +
+                             ["compare", "generate", "bench"], retry="make quality",
+                             weights=PHASE_WEIGHTS)
   for v in variants:
-    hire("train", exp(v), f"--gin.MODEL_DIR={root / v}", *common)
+    phases.run("train", exp(v), f"--gin.MODEL_DIR={root / v}", *common)
   for v in variants:
     if _evaluated(root / v, steps):
-      reporting.say(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
+      phases.skip(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
       continue
-    hire("eval", exp(v), f"--gin.MODEL_DIR={root / v}", f"--gin.DOWNSTREAM_LIMIT={limit}",
-         f"--gin.MINIMAL_PAIRS_LIMIT={pairs}", *(QUICK_EVAL if quick else ()))
-  hire("compare", *[str(root / v) for v in variants], f"--data={EVAL_DATA}",
-       f"--out={root / 'comparison'}")
-  hire("generate", exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}", "--compare",
-       f"--prompt={PROMPT}", f"--gin.COMPARE_PROMPTS={16 if quick else 128}")
-  hire("bench-latency", exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}",
-       f"--gin.BENCH_VARIANTS={list(variants)}", *(("--gin.DECODE_STEPS=8",) if quick else ()))
+    phases.run("eval", exp(v), f"--gin.MODEL_DIR={root / v}", f"--gin.DOWNSTREAM_LIMIT={limit}",
+               f"--gin.MINIMAL_PAIRS_LIMIT={pairs}", *(QUICK_EVAL if quick else ()))
+  phases.run("compare", *[str(root / v) for v in variants], f"--data={EVAL_DATA}",
+             f"--out={root / 'comparison'}")
+  phases.run("generate", exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}", "--compare",
+             f"--prompt={PROMPT}", f"--gin.COMPARE_PROMPTS={16 if quick else 128}")
+  phases.run("bench-latency", exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}",
+             f"--gin.BENCH_VARIANTS={list(variants)}",
+             *(("--gin.DECODE_STEPS=8",) if quick else ()))
   command = "make quality" + (" QUICK=1" if quick else "")
   paired = json.loads((root / "comparison.json").read_text()).get("paired", [])
   quality_page.write_results(root, out, variants=variants, size=size, steps=steps, limit=limit,
                              pairs=pairs, command=command, paired=paired,
                              minutes=(time.perf_counter() - t0) / 60)
-  reporting.say(f"Wrote {out}")
+  phases_lib.say(f"Wrote {out}")
   if every:
     gap = out.with_name(out.stem + "_gap.md")
     quality_page.write_gap(root, gap, size=size, steps=steps, command=command)
-    reporting.say(f"Wrote {gap}")
+    phases_lib.say(f"Wrote {gap}")
 
 
 PROMPT = "It is a truth universally acknowledged"
