@@ -14,8 +14,8 @@ POSITIVE = {"train_steps", "batch_size", "checkpoint_every", "keep_checkpoints",
             "compare_prompt_len", "recall_batches", "top_k", "seq_len", "k", "k_prime",
             "learning_rate", "clip_norm", "grad_accum_steps"}
 NON_NEGATIVE = {"eval_every", "warmup_steps", "downstream_shots", "downstream_limit",
-                "latency_steps", "compare_prompts", "seed", "temperature", "weight_decay",
-                "min_lr_ratio", "device_memory_gb", "peak_tflops"}
+                "minimal_pairs_limit", "latency_steps", "compare_prompts", "seed", "temperature",
+                "weight_decay", "min_lr_ratio", "device_memory_gb", "peak_tflops"}
 
 
 # Upper bounds where a larger value cannot work (JAX seeds are 32-bit).

@@ -36,7 +36,8 @@ def test_train_resume_eval_bench(tmp_path):
   second = hire("train", run, "--gin.TRAIN_STEPS=5", *TINY)
   assert "Resuming from checkpoint at step 3" in second.stdout
 
-  out = hire("eval", run, "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=2", *TINY).stdout
+  out = hire("eval", run, "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=2",
+             "--gin.MINIMAL_PAIRS_LIMIT=3", *TINY).stdout
   for phase in ("validation loss and recall: 1 done in", "downstream [",
                 "decode latency (paths timed): 1 done in"):  # every long phase shows progress
     assert phase in out, out
@@ -63,9 +64,9 @@ def test_eval_compare_two_runs(tmp_path):
     run = f"--gin.MODEL_DIR={tmp_path / name}"
     hire("train", f"--gin_file={gin_file}", run, "--gin.TRAIN_STEPS=2", *TINY,
          "--gin.ModelConfig.d_ff=64", "--gin.ffn/ApproxConfig.rank=4")
-    hire("eval", f"--gin_file={gin_file}", run, "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=2",
-         "--gin.LATENCY_STEPS=2", *TINY, "--gin.ModelConfig.d_ff=64",
-         "--gin.ffn/ApproxConfig.rank=4")
+    hire("eval", f"--gin_file={gin_file}", run, "--gin.EVAL_BATCHES=1",
+         "--gin.DOWNSTREAM_LIMIT=2", "--gin.MINIMAL_PAIRS_LIMIT=3", "--gin.LATENCY_STEPS=2",
+         *TINY, "--gin.ModelConfig.d_ff=64", "--gin.ffn/ApproxConfig.rank=4")
   out = hire("compare", str(tmp_path / "dense"), str(tmp_path / "hire_ffn"),
              f"--out={tmp_path / 'cmp'}").stdout
   header = out.splitlines()[0].split()
@@ -77,6 +78,15 @@ def test_eval_compare_two_runs(tmp_path):
   assert recall["values"][0] is None and 0 <= recall["values"][1] <= 1  # dense has none
   md = (tmp_path / "cmp.md").read_text()
   assert "| metric | dense | hire_ffn | hire_ffn - dense |" in md and "## Downstream" in md
+  # Paired on the same questions: HiRE-served outcomes of run 2 against dense's exact ones.
+  items = [json.loads((tmp_path / r / "eval" / "hire_corpus_lm" / "downstream_items.json")
+                      .read_text())["tasks"]
+           for r in ("dense", "hire_ffn")]
+  swap = next(p for p in table["paired"] if p["task"] == "mp_swap")
+  a, b = items[0]["mp_swap"]["exact"], items[1]["mp_swap"]["hire"]
+  assert swap["n"] == 3 == len(a) and swap["diff"] == pytest.approx(
+      100 * (b.count("1") - a.count("1")) / 3)
+  assert "## Downstream, paired on the same questions" in md
 
   # `hire eval --compare` is an alias; a run without metrics is one line and exit 2.
   proc = hire("eval", "--compare", str(tmp_path / "dense"), str(tmp_path / "nope"), check=False)

@@ -148,3 +148,34 @@ def test_scoring_at_target_positions_equals_scoring_everywhere():
     np.testing.assert_allclose(gathered[path]["ll"], everywhere[path]["ll"], rtol=1e-5)
     np.testing.assert_array_equal(gathered[path]["greedy"], everywhere[path]["greedy"])
     np.testing.assert_array_equal(gathered[path]["n"], [3, 2, 3])
+
+
+def test_minimal_pairs_error_bars_and_items(tmp_path):
+  """Minimal pairs ride along with the other tasks but are pooled on their own and limited by
+  `pairs_limit`; every accuracy has a Wilson interval; the per-question outcomes handed back
+  are the ones behind the reported accuracy; a HiRE model gets the paired HiRE-minus-exact."""
+  pairs = [{"id": i, "inputs": "So it was", "choices": [" yes indeed", " no indeed"][::s],
+            "label": 0 if s == 1 else 1} for i, s in enumerate([1, -1, 1, 1, -1, 1])]
+  pairs[2]["label"] = 1  # one pair the rigged model gets wrong
+  _write_task(tmp_path, TWO_QUESTIONS)
+  (tmp_path / "mp_x.jsonl").write_text("".join(json.dumps(q) + "\n" for q in pairs))
+  manifest = json.loads((tmp_path / "manifest.json").read_text())
+  manifest["tasks"].append({"name": "mp_x", "kind": "minimal_pair", "file": "mp_x.jsonl",
+                            "n": 6, "source": "test", "license": "test", "canary": None})
+  (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+  cfg = ModelConfig(**{**CFG.__dict__, "hire_softmax": HiReSoftmaxConfig(approx=R4, k=1,
+                                                                          k_prime=32000)})
+  graphdef = state.abstract_model(cfg)[0]
+  items = {}
+  found = downstream.evaluate_downstream(graphdef, rigged_params(cfg, _ids(" yes")), cfg,
+                                         data_dir=str(tmp_path), batch_size=4, targets_len=8,
+                                         limit=1, pairs_limit=5, items=items)
+  assert found["downstream/mp_x/accuracy"] == 80.0  # 4 of the first 5 pairs
+  assert items["mp_x"] == {"exact": "11011", "hire": "11011"}
+  assert items["two_q"] == {"exact": "1", "hire": "1"}  # `limit` applies to the other tasks
+  assert found["downstream/mean/accuracy"] == 100.0  # the mean leaves the pairs out
+  assert found["downstream/minimal_pairs/accuracy"] == 80.0
+  lo, hi = found["downstream/mp_x/accuracy_lo"], found["downstream/mp_x/accuracy_hi"]
+  assert 30 < lo < 80 < hi < 100
+  assert found["downstream/mp_x/hire_minus_exact"] == 0.0  # k' = V: HiRE scores exactly
+  assert found["downstream/mp_x/hire_minus_exact_p"] == 1.0

@@ -37,10 +37,10 @@ def train_text():
 def test_manifest_lists_the_tasks():
   names = [t["name"] for t in TASKS]
   assert len(names) == len(set(names))
-  assert {"sentiment_rt", "cloze"} <= set(names)
+  assert {"sentiment_rt", "cloze", "mp_swap", "mp_replace", "mp_agreement"} <= set(names)
   assert sum(n.startswith("bb_") for n in names) == 5
   for t in TASKS:
-    assert t["kind"] in ("multiple_choice", "cloze")
+    assert t["kind"] in ("multiple_choice", "cloze", "minimal_pair")
     assert t["file"] == f"{t['name']}.jsonl"
     assert t["source"] and t["license"]
     if t["name"].startswith("bb_"):
@@ -61,7 +61,9 @@ def test_task_file_is_well_formed(task):
     assert isinstance(r["inputs"], str) and r["inputs"].strip()
     assert all(isinstance(c, str) and c.startswith(" ") and c.strip() for c in r["choices"])
     assert isinstance(r["label"], int) and 0 <= r["label"] < len(r["choices"])
-    if task["kind"] == "multiple_choice":
+    if task["kind"] == "minimal_pair":
+      assert len(r["choices"]) == 2 and r["choices"][0] != r["choices"][1]
+    elif task["kind"] == "multiple_choice":
       assert 2 <= len(r["choices"]) <= 5
       assert len(set(r["choices"])) == len(r["choices"])
     else:
@@ -106,3 +108,26 @@ def test_bigbench_canary_not_in_train(train_text):
   assert canaries
   for canary in canaries:
     assert canary.split()[-1] not in train_text  # the GUID
+
+
+@pytest.mark.parametrize("kind", ["swap", "replace", "agreement"])
+def test_minimal_pairs_are_held_out_sentences_with_one_defect(kind):
+  """The right choice continues a sentence of the test split (never train); the wrong one is the
+  same words with the kind's defect; the right answer's position is balanced."""
+  task = next(t for t in TASKS if t["name"] == f"mp_{kind}")
+  records = _records(task)
+  test = "\n".join(_split_texts("test"))
+  labels = [r["label"] for r in records]
+  assert 0.4 < sum(labels) / len(labels) < 0.6
+  for r in records[::25]:
+    good, bad = r["choices"][r["label"]], r["choices"][1 - r["label"]]
+    assert r["inputs"] + good in test, (r["inputs"] + good)[-80:]
+    g, b = good.split(), bad.split()
+    assert len(g) == len(b) and g != b
+    diff = [i for i in range(len(g)) if g[i] != b[i]]
+    if kind == "swap":
+      assert diff == [0, 1] and (g[0], g[1]) == (b[1], b[0])
+    else:
+      assert diff == [0]
+    if kind == "agreement":
+      assert {g[0], b[0]} in ({"is", "are"}, {"was", "were"}, {"has", "have"}, {"does", "do"})

@@ -116,3 +116,24 @@ def test_post_hoc_mode_trains_only_the_approximator(tmp_path):
   random_cfg_params = state.init_params(hire_cfg, 1, mesh)[1]["head"]["approx"]["lr"]
   ab_random = np.asarray(random_cfg_params["a"]) @ np.asarray(random_cfg_params["b"])
   assert np.linalg.norm(ab_random - w) > np.linalg.norm(ab - w)
+
+
+def test_served_loss_is_comparable_to_the_exact_loss():
+  """The served loss normalises over the candidates plus the target: with every token a
+  candidate it is the exact loss; with a few candidates it is a finite, lower number, unlike the
+  floored sampling loss, and the miss rate counts the targets outside the candidates."""
+  from hire_cli.nn import softmax
+  rng = np.random.default_rng(0)
+  logits_BxLxV = jax.numpy.asarray(rng.normal(size=(2, 5, 50)).astype(np.float32))
+  targets_BxL = jax.numpy.asarray(rng.integers(0, 50, size=(2, 5)))
+  exact = float(loss.cross_entropy(logits_BxLxV, targets_BxL)[0])
+  all_BxLxV = jax.numpy.broadcast_to(jax.numpy.arange(50), (2, 5, 50))
+  full = softmax.served_metrics(logits_BxLxV, all_BxLxV, targets_BxL, ks=(1,))
+  np.testing.assert_allclose(float(full["served_loss"]), exact, rtol=1e-5)
+  assert float(full["candidate_miss_rate"]) == 0.0
+  few_BxLx4 = jax.numpy.asarray(np.argsort(-np.asarray(logits_BxLxV), -1)[..., :4])
+  few = softmax.served_metrics(logits_BxLxV, few_BxLx4, targets_BxL, ks=(1,))
+  hit = (np.asarray(few_BxLx4) == np.asarray(targets_BxL)[..., None]).any(-1)
+  assert float(few["candidate_miss_rate"]) == pytest.approx(1 - hit.mean())
+  assert 0 < float(few["served_loss"]) <= exact
+  assert float(few["served_sampling_loss"]) > float(few["served_loss"]) + 5

@@ -1,6 +1,7 @@
 """Downstream accuracy: the tasks of `downstream_tasks.py` driven by `seqio.Evaluator`, scored by
 log-likelihood with the exact model and with HiRE inference in the same pass."""
 
+import collections
 import functools
 
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 import seqio
 from absl import logging
 
+from hire_cli.evals import stats
 from hire_cli.lib import downstream_tasks, state
 from hire_cli.nn import served, softmax
 from hire_cli.nn.config import ModelConfig
@@ -113,32 +115,105 @@ class _Progress:
 
 
 def evaluate_downstream(graphdef, params, cfg: ModelConfig, *, data_dir: str = "",
-                        shots: int = 0, limit: int = 0, batch_size: int = 16,
-                        seq_len: int = 128, targets_len: int = 16, vocab_path: str = "") -> dict:
-  """Accuracy (%) per task and the mean, exact and (for HiRE models) served by HiRE:
-  {"downstream/<task>/accuracy[_norm][_hire]": ..., "downstream/mean/accuracy[_hire]": ...}."""
+                        shots: int = 0, limit: int = 0, pairs_limit: int = 0,
+                        batch_size: int = 16, seq_len: int = 128, targets_len: int = 16,
+                        vocab_path: str = "", items: dict | None = None) -> dict:
+  """Accuracy (%) per task with its 95% interval, exact and (for HiRE models) served by HiRE,
+  with the paired HiRE-minus-exact difference; the mean over the multiple-choice and cloze
+  tasks, and the pooled accuracy of the minimal pairs (`pairs_limit` pairs per kind, 0 = all):
+  {"downstream/<task>/accuracy[_norm][_hire][_lo|_hi]": ..., "downstream/mean/accuracy": ...}.
+  `items`, when given, receives each task's per-question outcomes ('1' right, '0' wrong) per
+  path, for paired comparisons across runs (`hire compare`)."""
   found = downstream_tasks.manifest(data_dir)
   inputs_len = min(seq_len, cfg.max_len) - targets_len  # long prompts keep their end
   lengths = {"inputs": inputs_len, "targets": targets_len}
-  names = [downstream_tasks.register(t, shots=shots, limit=limit, vocab_path=vocab_path)
-           for t in found]
-  total = sum(sum(len(q["choices"]) for q in downstream_tasks.read_questions(t["path"], limit))
-              for t in found)
+  plan = [(t, 0 if _is_pair(t) else shots, pairs_limit if _is_pair(t) else limit) for t in found]
+  names = [downstream_tasks.register(t, shots=s, limit=n, vocab_path=vocab_path)
+           for t, s, n in plan]
+  total = sum(sum(len(q["choices"]) for q in downstream_tasks.read_questions(t["path"], n))
+              for t, _, n in plan)
   progress = _Progress(total)
   score_fn = seqio_score_fn(graphdef, params, batch_size, progress)
   has_hire = cfg.has_hire
-  metrics = {}
+  suffixes = ("", "_hire") if has_hire else ("",)
+  metrics, outcomes = {}, {}
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)  # seqio warns per task that the lengths exceed the data
   try:
-    for task, name in zip(found, names):
-      metrics.update(_evaluate_task(task, name, lengths, score_fn, has_hire))
+    for (task, s, n), name in zip(plan, names):
+      rows = []
+      metrics.update(_evaluate_task(task, name, lengths, _recording(score_fn, rows), has_hire))
+      outcomes[task["name"]] = _outcomes(task, rows, s, n)
   finally:
     logging.set_verbosity(verbosity)
-  for suffix in (("", "_hire") if has_hire else ("",)):
-    per_task = [metrics[f"downstream/{t['name']}/accuracy{suffix}"] for t in found]
-    metrics[f"downstream/mean/accuracy{suffix}"] = float(np.mean(per_task))
+  for t, right in outcomes.items():
+    metrics.update(_error_bars(t, right, suffixes, metrics))
+    if items is not None:
+      items[t] = {("hire" if s else "exact"): "".join("01"[int(r)] for r in right[s])
+                  for s in suffixes}
+  pairs = [t["name"] for t in found if _is_pair(t)]
+  for suffix in suffixes:
+    per_task = [metrics[f"downstream/{t['name']}/accuracy{suffix}"] for t in found
+                if not _is_pair(t)]
+    if per_task:
+      metrics[f"downstream/mean/accuracy{suffix}"] = float(np.mean(per_task))
+    if pairs:
+      pooled = np.concatenate([outcomes[t][suffix] for t in pairs])
+      metrics[f"downstream/minimal_pairs/accuracy{suffix}"] = 100.0 * float(pooled.mean())
+      lo, hi = stats.wilson(pooled)
+      metrics.update({f"downstream/minimal_pairs/accuracy{suffix}_lo": lo,
+                      f"downstream/minimal_pairs/accuracy{suffix}_hi": hi})
+  if pairs and has_hire:
+    metrics.update(_paired("minimal_pairs", np.concatenate([outcomes[t][""] for t in pairs]),
+                           np.concatenate([outcomes[t]["_hire"] for t in pairs])))
   return metrics
+
+
+def _is_pair(task: dict) -> bool:
+  return task["kind"] == "minimal_pair"
+
+
+def _recording(score_fn, rows: list):
+  def fn(dataset):
+    found = score_fn(dataset)
+    rows.extend(found)
+    return found
+  return fn
+
+
+def _outcomes(task: dict, rows: list, shots: int, limit: int) -> dict:
+  """{path suffix: right_Q} per question, from the scores seqio was handed (in example order)."""
+  scores = [sc for _, sc in sorted(rows, key=lambda r: r[0])]
+  if task["kind"] == "cloze":
+    return {s: np.array([sc["greedy" + s] for sc in scores]) for s in downstream_tasks.PATHS}
+  by_q = collections.defaultdict(list)
+  for ex, sc in zip(downstream_tasks.examples(task["path"], shots, limit), scores, strict=True):
+    by_q[ex["idx"]].append((ex["choice"], ex["label"], sc))
+  return {s: np.array([max(q, key=lambda c: c[2]["ll" + s])[0] == q[0][1]
+                       for q in by_q.values()]) for s in downstream_tasks.PATHS}
+
+
+def _error_bars(task: str, right: dict, suffixes, metrics: dict) -> dict:
+  out = {f"downstream/{task}/n": float(right[""].size)}
+  for s in suffixes:
+    acc = metrics[f"downstream/{task}/accuracy{s}"]
+    if abs(100.0 * right[s].mean() - acc) > 1e-6:  # the outcomes must be what seqio scored
+      raise RuntimeError(f"internal: {task} outcomes give {100 * right[s].mean():.4f}% but "
+                         f"seqio's metric {acc:.4f}%; the example order changed")
+    lo, hi = stats.wilson(right[s])
+    out.update({f"downstream/{task}/accuracy{s}_lo": lo, f"downstream/{task}/accuracy{s}_hi": hi})
+  if "_hire" in suffixes:
+    out.update(_paired(task, right[""], right["_hire"]))
+  return out
+
+
+def _paired(task: str, exact_Q, hire_Q) -> dict:
+  """HiRE-served minus exact accuracy on the same questions (points), 95% interval, McNemar p."""
+  r = stats.paired(exact_Q, hire_Q)
+  return {f"downstream/{task}/hire_minus_exact": r["diff"],
+          f"downstream/{task}/hire_minus_exact_lo": r["lo"],
+          f"downstream/{task}/hire_minus_exact_hi": r["hi"],
+          f"downstream/{task}/hire_minus_exact_p": r["p"]}
 
 
 def _evaluate_task(task: dict, name: str, lengths: dict, score_fn, has_hire: bool) -> dict:

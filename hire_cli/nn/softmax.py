@@ -126,8 +126,12 @@ def make_head(cfg: ModelConfig, *, rngs: nnx.Rngs):
 def served_metrics(logits_BxLxV, cand_BxLxKp, targets_BxL, ks=(1, 8, 32), exact_top1_BxL=None):
   """What HiRE decoding sees: recall@k of the top-k of `logits_BxLxV` inside the candidates,
   top-1 agreement (of the head alone, and with `exact_top1_BxL`, the exact model's greedy token,
-  when given), and the served loss: softmax restricted to the candidates, with a SERVED_FLOOR
-  uniform floor so that a missed target costs a finite amount."""
+  when given), and two losses of what is served:
+  - `served_loss`: the target's log-likelihood under HiRE with the partition function estimated
+    from the candidates plus the target (`scoring_log_probs`), comparable to the dense loss;
+  - `served_sampling_loss`: the softmax over the candidates only with a SERVED_FLOOR uniform
+    floor, what sampling draws from (a missed target costs ~log(V / SERVED_FLOOR));
+  and `candidate_miss_rate`, the fraction of targets outside the k' candidates."""
   logits32 = logits_BxLxV.astype(jnp.float32)
   out = {}
   ks = [k for k in ks if k <= cand_BxLxKp.shape[-1]]
@@ -139,7 +143,10 @@ def served_metrics(logits_BxLxV, cand_BxLxKp, targets_BxL, ks=(1, 8, 32), exact_
   out["top1_agreement/softmax"] = jnp.mean(hire_top1 == jnp.argmax(logits32, -1))
   if exact_top1_BxL is not None:
     out["top1_agreement"] = jnp.mean(hire_top1 == exact_top1_BxL)
-  out["served_loss"] = -jnp.mean(served_log_probs(logits32, cand_BxLxKp, targets_BxL))
+  out["served_loss"] = -jnp.mean(scoring_log_probs(logits32, cand_BxLxKp, targets_BxL))
+  out["served_sampling_loss"] = -jnp.mean(served_log_probs(logits32, cand_BxLxKp, targets_BxL))
+  out["candidate_miss_rate"] = 1.0 - jnp.mean(
+      jnp.any(cand_BxLxKp == targets_BxL[..., None], axis=-1).astype(jnp.float32))
   return out
 
 

@@ -5,7 +5,7 @@ import pathlib
 # (section, metric-key prefixes) in report order.
 FAMILIES = (
     ("Pretraining loss", ("loss", "perplexity", "served_loss", "served_perplexity",
-                          "unigram_loss")),
+                          "served_sampling_loss", "candidate_miss_rate", "unigram_loss")),
     ("Downstream accuracy (%)", ("downstream/",)),
     ("Top-k recall and agreement", ("recall/", "top1_agreement")),
     ("Latency (batch 1)", ("latency/",)),
@@ -25,6 +25,21 @@ def fmt(value) -> str:
   if isinstance(value, float):
     return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
   return str(value)
+
+
+def display_rows(metrics: dict) -> list[tuple[str, str]]:
+  """(key, text) per metric, a value and its 95% interval (`key_lo`, `key_hi`) in one row:
+  '62.5000 [58.1000, 66.7000]'."""
+  rows = []
+  for k, v in metrics.items():
+    base = k[:-3] if k.endswith(("_lo", "_hi")) else None
+    if base and f"{base}_lo" in metrics and f"{base}_hi" in metrics and base in metrics:
+      continue
+    text = fmt(v)
+    if f"{k}_lo" in metrics and f"{k}_hi" in metrics:
+      text += f" [{fmt(metrics[k + '_lo'])}, {fmt(metrics[k + '_hi'])}]"
+    rows.append((k, text))
+  return rows
 
 
 def data_label(metrics: dict) -> str:
@@ -64,12 +79,15 @@ def write(path: pathlib.Path, model_dir: str, metrics: dict, curve: dict | None,
           pngs: list[str]) -> None:
   lines = [f"# Evaluation of `{model_dir}` at step {metrics.get('step')}", ""]
   lines += data_lines(metrics)
+  lines += ["Accuracies are in %, with their 95% interval in brackets (Wilson; for "
+            "`hire_minus_exact`, HiRE's served accuracy minus the exact model's on the same "
+            "questions, the paired interval; `_p` is its exact McNemar p-value).", ""]
   for name, _ in FAMILIES:
-    rows = [(k, v) for k, v in metrics.items() if family_of(k) == name]
+    rows = [(k, v) for k, v in display_rows(metrics) if family_of(k) == name]
     if not rows:
       continue
     lines += [f"## {name}", "", "| metric | value |", "| --- | ---: |"]
-    lines += [f"| `{k}` | {fmt(v)} |" for k, v in rows]
+    lines += [f"| `{k}` | {v} |" for k, v in rows]
     lines.append("")
   if curve:
     ks = [k for k in curve if k.startswith("recall@")]
@@ -119,6 +137,7 @@ def comparison_markdown(table: dict) -> str:
   if len(set(table.get("data", []))) > 1:
     lines += ["**The runs were evaluated on different data**: their losses are not comparable.",
               ""]
+  lines += paired_markdown(table.get("paired", []))
   family = None
   for row in table["rows"]:
     if row["family"] != family:
@@ -137,3 +156,19 @@ def comparison_console(table: dict) -> str:
                                  for i, (c, w) in enumerate(zip(cells, widths)))
   out = [line(head), "-" * (sum(widths) + 2 * (len(widths) - 1))]
   return "\n".join(out + [line(r) for r in rows])
+
+
+def paired_markdown(paired: list[dict]) -> list[str]:
+  """The paired downstream comparisons of `hire compare` as a markdown section."""
+  if not paired:
+    return []
+  first = "the first run"
+  lines = ["## Downstream, paired on the same questions", "",
+           f"Each run's served accuracy (HiRE inference for HiRE runs) minus {first}'s exact "
+           "accuracy, in points, with the 95% interval of the paired difference and the exact "
+           "McNemar p-value.", "", "| task | run | n | difference | 95% interval | p |",
+           "| --- | --- | ---: | ---: | --- | ---: |"]
+  for r in paired:
+    lines.append(f"| {r['task']} | `{pathlib.Path(r['run']).name}` ({r['path']}) | {r['n']} | "
+                 f"{r['diff']:+.2f} | [{r['lo']:+.2f}, {r['hi']:+.2f}] | {r['p']:.3f} |")
+  return lines + [""]

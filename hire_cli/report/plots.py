@@ -83,3 +83,29 @@ def training_curves(histories: dict[str, list[dict]], path: pathlib.Path) -> Non
 def _last_per_step(rows: list[dict], key: str) -> list[tuple[int, float]]:
   by_step = {r["step"]: r[key] for r in rows if key in r}  # a resumed run rewrites steps
   return sorted(by_step.items())
+
+
+def gap_over_training(rows: list[dict], path: pathlib.Path) -> None:
+  """HiRE's exact- and served-loss gap to dense in % (left) and its recalls and top-1 agreement
+  (right) at each periodic evaluation."""
+  plt = _pyplot()
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  steps = [r["step"] for r in rows]
+  for key in ("exact loss gap %", "served loss gap %"):
+    if rows and key in rows[0]:
+      ax1.plot(steps, [r[key] for r in rows], marker="o", label=key.replace(" %", ""))
+  ax1.axhline(1.0, color="gray", ls="--", lw=1, label="1% aim")
+  for key in ("softmax recall@32", "FFN group recall", "top-1 agreement"):
+    if rows and key in rows[0]:
+      ax2.plot(steps, [r[key] for r in rows], marker="o", label=key)
+  for ax, title, unit in ((ax1, "HiRE loss minus dense loss", "% of dense"),
+                          (ax2, "HiRE recall and agreement", "fraction")):
+    ax.set_xlabel("step")
+    ax.set_ylabel(unit)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -3,7 +3,10 @@
 import json
 import pathlib
 
+import numpy as np
+
 from hire_cli import errors
+from hire_cli.evals import stats
 from hire_cli.report import eval_report, reporting
 
 
@@ -15,10 +18,10 @@ def compare_runs(runs: list[str], out: str = "", data: str = "") -> dict:
   if len(runs) < 2:
     raise errors.UserError(f"--compare needs at least two runs, got {runs}; e.g. "
                            "`hire eval --compare runs/small_dense runs/small_hire`")
-  metrics = []
-  for run in runs:
-    metrics.append(json.loads(_metrics_path(run, data).read_text()))
+  paths = [_metrics_path(run, data) for run in runs]
+  metrics = [json.loads(p.read_text()) for p in paths]
   table = eval_report.comparison(runs, metrics)
+  table["paired"] = paired_downstream(runs, paths)
   base = pathlib.Path(out) if out else pathlib.Path(runs[0]).resolve().parent / "comparison"
   base.parent.mkdir(parents=True, exist_ok=True)
   base.with_suffix(".md").write_text(eval_report.comparison_markdown(table))
@@ -47,3 +50,26 @@ def _metrics_path(run: str, data: str) -> pathlib.Path:
     raise errors.UserError(f"{run} was evaluated on several datasets ({', '.join(sorted(found))}); "
                            "pick one with --data=NAME")
   return next(iter(found.values()))
+
+
+def paired_downstream(runs: list[str], paths: list[pathlib.Path]) -> list[dict]:
+  """Each later run's served accuracy (HiRE inference where it has it) minus the first run's on
+  the same questions, per downstream task: the difference in points, its 95% interval and the
+  exact McNemar p-value (downstream_items.json next to each run's metrics.json, written by `hire
+  eval`). Tasks whose question counts differ (another DOWNSTREAM_LIMIT) are skipped, not
+  compared unpaired."""
+  items = []
+  for metrics_path in paths:
+    path = metrics_path.parent / "downstream_items.json"
+    items.append(json.loads(path.read_text())["tasks"] if path.exists() else {})
+  out = []
+  for run, found in zip(runs[1:], items[1:]):
+    for task, by_path in found.items():
+      base = items[0].get(task, {}).get("exact")
+      mine = by_path.get("hire", by_path["exact"])
+      if base is None or len(base) != len(mine):
+        continue
+      r = stats.paired(np.array([c == "1" for c in base]), np.array([c == "1" for c in mine]))
+      out.append({"task": task, "run": run, "path": "hire" if "hire" in by_path else "exact",
+                  **r})
+  return out

@@ -17,7 +17,8 @@ from hire_cli.report import eval_report, plots, reporting
 def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
              mesh_cfg: sharding.MeshConfig, batch_size: int, eval_batches: int = 16,
              unigram_baseline: bool = True, downstream: bool = True, downstream_dir: str = "",
-             downstream_shots: int = 0, downstream_limit: int = 0, latency_steps: int = 16,
+             downstream_shots: int = 0, downstream_limit: int = 0,
+             minimal_pairs_limit: int = 0, latency_steps: int = 16,
              recall_k_primes=(32, 64, 128, 256, 512, 1024), recall_batches: int = 2) -> dict:
   """One report for the latest checkpoint: validation loss/perplexity (exact and served by
   HiRE), downstream accuracy (exact and HiRE), top-k recall per HiRE layer and top-1 agreement,
@@ -61,11 +62,13 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     curve = recall_curve.softmax_recall_curve(graphdef, params, val_rows, batch_size,
                                               recall_batches, recall_k_primes, mesh,
                                               progress="softmax recall curve")
+  items = {}
   if downstream and jax.process_count() == 1:
     from hire_cli.evals import downstream as hire_downstream  # seqio: only when it is needed
     metrics.update(hire_downstream.evaluate_downstream(
         graphdef, params, model, data_dir=downstream_dir, shots=downstream_shots,
-        limit=downstream_limit, batch_size=batch_size, vocab_path=data_cfg.vocab_path))
+        limit=downstream_limit, pairs_limit=minimal_pairs_limit, batch_size=batch_size,
+        vocab_path=data_cfg.vocab_path, items=items))
     from hire_cli.lib import downstream_tasks
     metrics["data"]["downstream"] = downstream_tasks.record(downstream_dir)
   if latency_steps and jax.process_count() == 1:
@@ -75,12 +78,15 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     reporting.write_json(out_dir / "metrics.json", metrics)
     if curve:
       reporting.write_json(out_dir / "softmax_recall_curve.json", curve)
+    if items:  # per-question outcomes: `hire compare` pairs runs on the same questions
+      reporting.write_json(out_dir / "downstream_items.json", {"step": int(step), "tasks": items})
     w = reporting.writer(pathlib.Path(model_dir) / "tb" / "eval" / name)
     w.write_scalars(int(step), {k: v for k, v in metrics.items() if k not in ("step", "data")})
     w.flush()
     pngs = plots.eval_plots(metrics, curve, out_dir)
     eval_report.write(out_dir / "report.md", model_dir, metrics, curve, pngs)
-  reporting.say(reporting.table([(k, v) for k, v in metrics.items() if k != "data"],
+  reporting.say(reporting.table(eval_report.display_rows({k: v for k, v in metrics.items()
+                                                          if k != "data"}),
                                 title=f"Evaluation of {model_dir} (step {step}) on {name}"))
   reporting.say(f"Wrote {out_dir / 'metrics.json'} and {out_dir / 'report.md'}")
   return metrics

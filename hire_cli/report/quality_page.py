@@ -1,0 +1,192 @@
+"""The results pages of `make quality`: the four-way table with its aims, and the dense-vs-HiRE
+gap over training (`--gap`)."""
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+
+from hire_cli.report import eval_report, plots, reporting
+
+VARIANTS = ("dense", "hire_softmax", "hire_ffn", "hire")
+# The quality runs train and evaluate on the shipped corpus: `hire eval` writes eval/<task>/.
+EVAL_DATA = "hire_corpus_lm"
+
+
+def metrics_of(root: pathlib.Path, variants=VARIANTS) -> dict:
+  return {v: json.loads((root / v / "eval" / EVAL_DATA / "metrics.json").read_text())
+          for v in variants}
+
+
+def with_interval(m: dict, key: str):
+  """'62.50 [58.10, 66.70]' when `key` has a 95% interval (`key_lo`, `key_hi`), else the value."""
+  if key not in m:
+    return None
+  if f"{key}_lo" not in m:
+    return m[key]
+  return f"{m[key]:.2f} [{m[key + '_lo']:.2f}, {m[key + '_hi']:.2f}]"
+
+
+def results_rows(metrics: dict, latency: dict) -> list[tuple[str, list]]:
+  """(label, [value per variant]) rows of the results table."""
+  variants = list(metrics)
+
+  def col(key, v):
+    return metrics[v].get(key)
+
+  rows = [("validation loss (exact model)", [col("loss", v) for v in variants]),
+          ("served loss (HiRE inference, Z over candidates + target)",
+           [col("served_loss", v) for v in variants]),
+          ("candidate miss rate (target outside the k')",
+           [col("candidate_miss_rate", v) for v in variants]),
+          ("sampling loss (candidates only, 1e-6 floor)",
+           [col("served_sampling_loss", v) for v in variants]),
+          ("perplexity (exact)", [col("perplexity", v) for v in variants])]
+  tasks = sorted({k.split("/")[1] for m in metrics.values() for k in m
+                  if k.startswith("downstream/") and k.split("/")[1] not in
+                  ("mean", "minimal_pairs")})
+  pairs = [t for t in tasks if t.startswith("mp_")]
+  for t in [t for t in tasks if t not in pairs] + ["mean"] + pairs + ["minimal_pairs"]:
+    for label, key in (("exact", "accuracy"), ("HiRE", "accuracy_hire")):
+      rows.append((f"{t} accuracy % ({label})",
+                   [with_interval(metrics[v], f"downstream/{t}/{key}") for v in variants]))
+  for k in (1, 8, 32):
+    rows.append((f"softmax recall@{k}", [col(f"recall/softmax@{k}", v) for v in variants]))
+  rows.append(("mean FFN group recall", [col("recall/ffn@k", v) for v in variants]))
+  rows.append(("top-1 agreement (HiRE vs exact)", [col("top1_agreement", v) for v in variants]))
+  cases = {c["variant"]: c for c in latency.get("cases", []) if c["batch"] == 1}
+  for label, key in (("decode ms/token, batch 1", "ms_per_token"), ("speedup vs dense", "speedup"),
+                     ("roofline speedup (bytes)", "roofline_speedup")):
+    rows.append((label, [cases.get(v, {}).get(key) for v in variants]))
+  return rows
+
+
+def aims(metrics: dict, free_running: float | None = None) -> list[str]:
+  """The aims of the fidelity issue, each with the measured value and met / missed by how much."""
+  d, h = metrics["dense"], metrics["hire"]
+  lines = []
+
+  def check(name, ok, detail):
+    lines.append(f"- {name}: {detail} -> {'met' if ok else 'MISSED'}")
+
+  for label, key, tol in (("exact", "loss", 0.01), ("served", "served_loss", 0.015)):
+    if key in h:
+      rel = (h[key] - d["loss"]) / d["loss"]
+      check(f"HiRE {label} validation loss within {100 * tol:g}% of dense", rel <= tol,
+            f"{h[key]:.4f} vs {d['loss']:.4f} ({100 * rel:+.2f}%)")
+  for name, key, floor in (("softmax recall@32", "recall/softmax@32", 0.99),
+                           ("mean FFN group recall", "recall/ffn@k", 0.95),
+                           ("teacher-forced top-1 agreement", "top1_agreement", 0.995)):
+    if key in h:
+      check(f"{name} >= {floor}", h[key] >= floor, f"{h[key]:.4f}")
+  if free_running is not None:
+    check("free-running greedy agreement >= 0.99 (128 validation prompts)", free_running >= 0.99,
+          f"{free_running:.4f}")
+  for t in ("minimal_pairs", "mean"):
+    key = f"downstream/{t}/accuracy"
+    if key + "_hire" in h and key in d:
+      gap = h[key + "_hire"] - d[key]
+      check(f"HiRE {t} accuracy (HiRE inference) within 1 point of dense", gap >= -1.0,
+            f"{h[key + '_hire']:.2f} vs {d[key]:.2f} ({gap:+.2f} points)")
+  return lines
+
+
+def _machine(latency: dict) -> str:
+  return (f"Machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} CPU cores, "
+          f"{latency.get('device', 'unknown device')}.")
+
+
+def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: int, limit: int,
+                  command: str, minutes: float, variants=VARIANTS, pairs: int = 0,
+                  paired: list[dict] = ()) -> None:
+  metrics = metrics_of(root, variants)
+  latency_path = root / "hire" / "bench" / "latency.json"
+  latency = json.loads(latency_path.read_text()) if latency_path.exists() else {}
+  out.parent.mkdir(parents=True, exist_ok=True)
+  curves = out.with_name(out.stem + "_curves.png")
+  plots.training_curves({v: reporting.read_jsonl(root / v / "history.jsonl") for v in variants},
+                        curves)
+  free = root / "hire" / "generate" / "compare.json"
+  free_running = json.loads(free.read_text()).get("passages", {}) if free.exists() else {}
+  lines = [
+      f"# Quality: {' vs '.join(variants)} ({size}, {steps} steps)", "",
+      f"Command: `{command}` ({minutes:.0f} min). Date: {datetime.date.today().isoformat()}. "
+      + _machine(latency),
+      f"Each variant: `configs/experiments/{size}_<variant>.gin`, {steps} steps, same seed and "
+      f"data order, checkpoint at step {metrics['dense'].get('step')}. Downstream: first "
+      f"{limit} questions of each shipped task and the first {pairs or 'all'} pairs of each "
+      "minimal-pair task (mp_*), zero-shot log-likelihood; accuracies with their 95% Wilson "
+      "interval. Latency: `hire bench-latency` of all of them on the HiRE run's weights.",
+      "", "| metric | " + " | ".join(variants) + " |", "| --- |" + " ---: |" * len(variants)]
+  for label, values in results_rows(metrics, latency):
+    lines.append(f"| {label} | " + " | ".join(eval_report.fmt(x) for x in values) + " |")
+  lines += ["", "Served loss: the target's log-likelihood under what HiRE serves, normalised over "
+            "the k' candidates plus the target (the target's row is gathered when it is not a "
+            "candidate), so it is comparable to the dense loss; the candidate miss rate says how "
+            "often the target was not a candidate. The sampling loss is the softmax over the "
+            "candidates only with a 1e-6 uniform floor, what sampling draws from: a missed "
+            "target costs ~17 nats there, so it is not a quality metric."]
+  lines += [""] + eval_report.paired_markdown(list(paired))
+  if free_running:
+    lines += [f"Free-running greedy agreement of HiRE with its exact model: "
+              f"{free_running['agreement']:.4f} over {free_running['prompts']} prompts (`hire "
+              "generate --compare`, 48 tokens each; per step after the exact prefix: "
+              f"{free_running['stepwise_agreement']:.4f}).", ""]
+  lines += ["## Aims", ""] + aims(metrics, free_running.get("agreement"))
+  comparison = root / "comparison.md"
+  extra = ""
+  if comparison.exists():  # the runs folder is not in git: keep a copy next to the page
+    copy = out.with_name(out.stem + "_comparison.md")
+    copy.write_text(comparison.read_text())
+    extra = f"; every metric side by side: [{copy.name}]({copy.name})"
+  lines += ["", f"![training curves]({curves.name})", "",
+            f"Per-run reports: `{root}/<variant>/eval/{EVAL_DATA}/report.md`{extra}."]
+  out.write_text("\n".join(lines) + "\n")
+
+
+GAP_KEYS = (("exact loss gap %", None), ("served loss gap %", None),
+            ("softmax recall@32", "eval/recall/softmax@32"),
+            ("FFN group recall", "eval/recall/ffn@k"),
+            ("top-1 agreement", "eval/top1_agreement"))
+
+
+def gap_rows(dense: list[dict], hire: list[dict]) -> list[dict]:
+  """One row per periodic evaluation both runs made: the exact- and served-loss gap of HiRE to
+  dense (in % of dense) and HiRE's recalls and agreement at that step."""
+  d = {r["step"]: r for r in dense if "eval/loss" in r}
+  rows = []
+  for r in sorted((r for r in hire if "eval/loss" in r), key=lambda r: r["step"]):
+    if r["step"] not in d:
+      continue
+    base = d[r["step"]]["eval/loss"]
+    row = {"step": r["step"], "dense loss": base, "hire exact loss": r["eval/loss"],
+           "exact loss gap %": 100 * (r["eval/loss"] - base) / base}
+    if "eval/served_loss" in r:
+      row["hire served loss"] = r["eval/served_loss"]
+      row["served loss gap %"] = 100 * (r["eval/served_loss"] - base) / base
+    for label, key in GAP_KEYS[2:]:
+      if key in r:
+        row[label] = r[key]
+    rows.append(row)
+  return rows
+
+
+def write_gap(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: int,
+              command: str) -> list[dict]:
+  rows = gap_rows(reporting.read_jsonl(root / "dense" / "history.jsonl"),
+                  reporting.read_jsonl(root / "hire" / "history.jsonl"))
+  png = out.with_name(out.stem + ".png")
+  plots.gap_over_training(rows, png)
+  cols = list(rows[0]) if rows else ["step"]
+  lines = [f"# The dense-vs-HiRE gap over training ({size}, {steps} steps)", "",
+           f"Command: `{command}`. Date: {datetime.date.today().isoformat()}. " + _machine({}),
+           "Dense and the default combined HiRE "
+           f"(`configs/experiments/{size}_{{dense,hire}}.gin`), same seed and data order; each "
+           "row is one periodic evaluation of both (the same validation batches).", "",
+           "| " + " | ".join(cols) + " |", "| ---: |" * len(cols)]
+  for r in rows:
+    lines.append("| " + " | ".join(eval_report.fmt(r.get(c)) for c in cols) + " |")
+  lines += ["", f"![gap over training]({png.name})"]
+  out.write_text("\n".join(lines) + "\n")
+  return rows
