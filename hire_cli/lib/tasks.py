@@ -41,9 +41,9 @@ def _vocab(path: str) -> seqio.SentencePieceVocabulary:
 
 def vocabulary(path: str = "") -> seqio.SentencePieceVocabulary:
   path = path or str(paths.default_vocab_path())
-  if not tf.io.gfile.exists(path):
+  if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
     raise errors.UserError(
-        f"vocabulary {path} not found; run `python data/build_vocab.py` or set VOCAB_PATH to a "
+        f"vocabulary {path} not found (or a folder); run `python data/build_vocab.py` or set VOCAB_PATH to a "
         "SentencePiece .model file")
   return _vocab(path)
 

@@ -31,6 +31,6 @@ def load(path: str = "") -> Vocabulary:
   path = path or str(paths.default_vocab_path())
   if not pathlib.Path(path).is_file():
     raise errors.UserError(
-        f"vocabulary {path} not found; run `python data/build_vocab.py` or set VOCAB_PATH to a "
+        f"vocabulary {path} not found (or a folder); run `python data/build_vocab.py` or set VOCAB_PATH to a "
         "SentencePiece .model file")
   return Vocabulary(path)
