@@ -42,7 +42,8 @@ def main(argv) -> None:
   phases.run("train", *common, f"--gin.TRAIN_STEPS={steps}", f"--gin.CHECKPOINT_EVERY={steps}",
              f"--gin.WARMUP_STEPS={max(steps // 10, 1)}", "--gin.EVAL_EVERY=0")
   phases.run("eval", *common, f"--gin.EVAL_BATCHES={FLAGS.eval_batches}",
-             f"--gin.DOWNSTREAM_LIMIT={FLAGS.downstream_limit}", "--gin.evaluate.recall_batches=1")
+             f"--gin.DOWNSTREAM_LIMIT={FLAGS.downstream_limit}", "--gin.MINIMAL_PAIRS_LIMIT=100",
+             "--gin.evaluate.recall_batches=1")
   phases.run("bench-latency", *common, f"--gin.BENCH_VARIANTS={list(VARIANTS)}")
   metrics = json.loads((run / "eval" / "metrics.json").read_text())
   bench = json.loads((run / "bench" / "latency.json").read_text())
@@ -73,8 +74,11 @@ def summary(metrics: dict, bench: dict, run: pathlib.Path, seconds: float) -> st
       f"{get('downstream/mean/accuracy_hire', '{:.1f}')}% with HiRE (mean of the shipped tasks)",
       f"  decode ms/token      dense {dense_ms:.2f}{speed}" if dense_ms else
       "  decode ms/token      no timing found",
-      f"  served loss          {get('served_loss', '{:.3f}')} (softmax over the k' candidates "
-      "with a 1e-6 floor)",
+      f"  served loss          {get('served_loss', '{:.3f}')} as HiRE serves it (exact logits "
+      f"over the k' candidates + the target; target missed {get('candidate_miss_rate', '{:.1%}')})",
+      f"  minimal pairs        {get('downstream/minimal_pairs/accuracy', '{:.1f}')}% exact, "
+      f"{get('downstream/minimal_pairs/accuracy_hire', '{:.1f}')}% with HiRE (grammatical "
+      "sentence preferred)",
       f"Reports: {run / 'eval' / 'report.md'}, {run / 'bench' / 'latency.json'}"]
   return "\n".join(lines)
 
