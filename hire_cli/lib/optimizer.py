@@ -25,6 +25,8 @@ class OptimizerConfig:
 
   def __post_init__(self):
     validate.fields(self)
+    for f in ("learning_rate", "min_lr_ratio", "weight_decay", "b1", "b2", "clip_norm"):
+      object.__setattr__(self, f, float(getattr(self, f)))  # gin may give an int (2**31 etc.)
     if self.moments_dtype not in MOMENT_DTYPES:
       raise errors.UserError(f"OptimizerConfig.moments_dtype={self.moments_dtype!r}; use one of "
                              f"{MOMENT_DTYPES} (MOMENTS_DTYPE)")
