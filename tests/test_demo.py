@@ -18,3 +18,10 @@ def test_summary_says_loss_recall_agreement_and_speed():
                "90.0%", "33.3% exact, 32.9% with HiRE", "dense 2.00", "HiRE-Softmax 1.00 (2.00x)",
                "| HiRE 0.80 (2.50x)", "11.200", "missed 25.0%", "80.5% exact, 79.5% with HiRE"):
     assert part in text, (part, text)
+
+
+def test_summary_reads_the_folder_eval_writes():
+  """The demo reads the eval of the shipped corpus where `hire eval` writes it (eval/<data>/):
+  a mismatch made `make demo` fail after its eval."""
+  from hire_cli.lib import data_config
+  assert demo.EVAL_DATA == data_config.eval_name(data_config.DataConfig())

@@ -30,6 +30,8 @@ FLAGS = flags.FLAGS
 # Relative phase lengths for the ETA (2026-11-28, 2-core CPU: train 32 min, eval 5.3, bench 0.6
 # under a load of 10-20 from other jobs).
 PHASE_WEIGHTS = {"train": 1.0, "eval": 0.17, "bench": 0.02}
+# The demo trains and evaluates on the shipped corpus: `hire eval` writes eval/<task>/.
+EVAL_DATA = "hire_corpus_lm"
 
 
 def main(argv) -> None:
@@ -45,7 +47,7 @@ def main(argv) -> None:
              f"--gin.DOWNSTREAM_LIMIT={FLAGS.downstream_limit}", "--gin.MINIMAL_PAIRS_LIMIT=100",
              "--gin.evaluate.recall_batches=1")
   phases.run("bench-latency", *common, f"--gin.BENCH_VARIANTS={list(VARIANTS)}")
-  metrics = json.loads((run / "eval" / "metrics.json").read_text())
+  metrics = json.loads((run / "eval" / EVAL_DATA / "metrics.json").read_text())
   bench = json.loads((run / "bench" / "latency.json").read_text())
   phases_lib.say("\n" + summary(metrics, bench, run, phases.elapsed()))
 
@@ -79,7 +81,7 @@ def summary(metrics: dict, bench: dict, run: pathlib.Path, seconds: float) -> st
       f"  minimal pairs        {get('downstream/minimal_pairs/accuracy', '{:.1f}')}% exact, "
       f"{get('downstream/minimal_pairs/accuracy_hire', '{:.1f}')}% with HiRE (grammatical "
       "sentence preferred)",
-      f"Reports: {run / 'eval' / 'report.md'}, {run / 'bench' / 'latency.json'}"]
+      f"Reports: {run / 'eval' / EVAL_DATA / 'report.md'}, {run / 'bench' / 'latency.json'}"]
   return "\n".join(lines)
 
 
