@@ -94,8 +94,9 @@ def test_pip_install_gives_a_working_hire(tmp_path):
   out = _run([hire, "train", "--gin.TRAIN_STEPS=2"], work, env)  # into ./runs/default
   assert "Finished at step 2" in out, out
   out += _run([hire, "eval", "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=1",
-               "--gin.LATENCY_STEPS=0"], work, env)
-  metrics = json.loads((work / "runs" / "default" / "eval" / "metrics.json").read_text())
+               "--gin.MINIMAL_PAIRS_LIMIT=1", "--gin.LATENCY_STEPS=0"], work, env)
+  metrics = json.loads((work / "runs" / "default" / "eval" / "hire_corpus_lm" / "metrics.json")
+                       .read_text())
   assert metrics["step"] == 2 and "downstream/mean/accuracy" in metrics, metrics
   for noise in ("Path not found", "cuInit", "cudart", "Traceback"):
     assert noise not in out, out
