@@ -68,9 +68,15 @@ def training_curves(histories: dict[str, list[dict]], path: pathlib.Path) -> Non
       ax1.plot(*zip(*train), label=name)
     if val:
       ax2.plot(*zip(*val), marker="o", label=name)
-  for ax, title in ((ax1, "train loss"), (ax2, "validation loss")):
+  _finish(plt, fig, path, ((ax1, "train loss", "nats/token"),
+                           (ax2, "validation loss", "nats/token")))
+
+
+def _finish(plt, fig, path: pathlib.Path, axes) -> None:
+  """Labels each (axis, title, y unit) against step, with a grid and a legend; saves `fig`."""
+  for ax, title, unit in axes:
     ax.set_xlabel("step")
-    ax.set_ylabel("nats/token")
+    ax.set_ylabel(unit)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -98,14 +104,5 @@ def gap_over_training(rows: list[dict], path: pathlib.Path) -> None:
   for key in ("softmax recall@32", "FFN group recall", "top-1 agreement"):
     if rows and key in rows[0]:
       ax2.plot(steps, [r[key] for r in rows], marker="o", label=key)
-  for ax, title, unit in ((ax1, "HiRE loss minus dense loss", "% of dense"),
-                          (ax2, "HiRE recall and agreement", "fraction")):
-    ax.set_xlabel("step")
-    ax.set_ylabel(unit)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _finish(plt, fig, path, ((ax1, "HiRE loss minus dense loss", "% of dense"),
+                           (ax2, "HiRE recall and agreement", "fraction")))
