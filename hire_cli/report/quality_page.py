@@ -62,33 +62,63 @@ def results_rows(metrics: dict, latency: dict) -> list[tuple[str, list]]:
   return rows
 
 
-def aims(metrics: dict, free_running: float | None = None) -> list[str]:
-  """The aims of the fidelity issue, each with the measured value and met / missed by how much."""
+def trend(rows: list[dict], column: str, aim: float, *, higher_is_better: bool) -> str | None:
+  """How `column` of the gap table moved over training and, if its slope over the last three
+  periodic evaluations points at `aim`, near which step that slope would reach it."""
+  pts = [(r["step"], r[column]) for r in rows if r.get(column) is not None]
+  if len(pts) < 2:
+    return None
+  tail = pts[-3:]
+  mean_s = sum(s for s, _ in tail) / len(tail)
+  mean_v = sum(v for _, v in tail) / len(tail)
+  slope = (sum((s - mean_s) * (v - mean_v) for s, v in tail) /
+           sum((s - mean_s) ** 2 for s, _ in tail))
+  (s0, v0), (s1, v1) = pts[0], pts[-1]
+  text = (f"over training {v0:.4g} at step {s0} -> {v1:.4g} at step {s1}, "
+          f"{100 * slope:+.3g} per 100 steps over the last {len(tail)} evaluations")
+  if slope != 0 and (slope > 0) == higher_is_better:
+    reached = s1 + (aim - v1) / slope
+    return text + f"; if that slope held, the aim would be reached near step {reached:.0f}"
+  return text + "; not moving toward the aim"
+
+
+def aims(metrics: dict, free_running: float | None = None, gap: list[dict] = ()) -> list[str]:
+  """The aims of the fidelity issue, each with the measured value and met / missed by how much;
+  a missed aim with a series in the gap table (`gap_rows`) also says how it moved in training."""
   d, h = metrics["dense"], metrics["hire"]
   lines = []
 
-  def check(name, ok, detail):
-    lines.append(f"- {name}: {detail} -> {'met' if ok else 'MISSED'}")
+  def check(name, ok, detail, series=None):
+    line = f"- {name}: {detail} -> {'met' if ok else 'MISSED'}"
+    if not ok and series:
+      column, aim, higher_is_better = series
+      moved = trend(list(gap), column, aim, higher_is_better=higher_is_better)
+      line += f" ({moved})" if moved else ""
+    lines.append(line)
 
-  for label, key, tol in (("exact", "loss", 0.01), ("served", "served_loss", 0.015)):
+  for label, key, tol, col in (("exact", "loss", 0.01, "exact loss gap %"),
+                               ("served", "served_loss", 0.015, "served loss gap %")):
     if key in h:
       rel = (h[key] - d["loss"]) / d["loss"]
       check(f"HiRE {label} validation loss within {100 * tol:g}% of dense", rel <= tol,
-            f"{h[key]:.4f} vs {d['loss']:.4f} ({100 * rel:+.2f}%)")
-  for name, key, floor in (("softmax recall@32", "recall/softmax@32", 0.99),
-                           ("mean FFN group recall", "recall/ffn@k", 0.95),
-                           ("teacher-forced top-1 agreement", "top1_agreement", 0.995)):
+            f"{h[key]:.4f} vs {d['loss']:.4f} ({100 * rel:+.2f}%)",
+            (col, 100 * tol, False))
+  for name, key, floor, col in (
+      ("softmax recall@32", "recall/softmax@32", 0.99, "softmax recall@32"),
+      ("mean FFN group recall", "recall/ffn@k", 0.95, "FFN group recall"),
+      ("teacher-forced top-1 agreement", "top1_agreement", 0.995, "top-1 agreement")):
     if key in h:
-      check(f"{name} >= {floor}", h[key] >= floor, f"{h[key]:.4f}")
+      check(f"{name} >= {floor}", h[key] >= floor, f"{h[key]:.4f}",
+            (col, floor, True))
   if free_running is not None:
     check("free-running greedy agreement >= 0.99 (128 validation prompts)", free_running >= 0.99,
           f"{free_running:.4f}")
   for t in ("minimal_pairs", "mean"):
     key = f"downstream/{t}/accuracy"
     if key + "_hire" in h and key in d:
-      gap = h[key + "_hire"] - d[key]
-      check(f"HiRE {t} accuracy (HiRE inference) within 1 point of dense", gap >= -1.0,
-            f"{h[key + '_hire']:.2f} vs {d[key]:.2f} ({gap:+.2f} points)")
+      gap_points = h[key + "_hire"] - d[key]
+      check(f"HiRE {t} accuracy (HiRE inference) within 1 point of dense", gap_points >= -1.0,
+            f"{h[key + '_hire']:.2f} vs {d[key]:.2f} ({gap_points:+.2f} points)")
   return lines
 
 
@@ -133,7 +163,11 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
               f"{free_running['agreement']:.4f} over {free_running['prompts']} prompts (`hire "
               "generate --compare`, 48 tokens each; per step after the exact prefix: "
               f"{free_running['stepwise_agreement']:.4f}).", ""]
-  lines += ["## Aims", ""] + aims(metrics, free_running.get("agreement"))
+  gap = gap_rows(reporting.read_jsonl(root / "dense" / "history.jsonl"),
+                 reporting.read_jsonl(root / "hire" / "history.jsonl"))
+  lines += [f"## Aims (at step {steps})", ""] + aims(metrics, free_running.get("agreement"), gap)
+  if gap:
+    lines += [""] + gap_markdown(gap, out.with_name(out.stem + "_gap.png"), size=size)
   comparison = root / "comparison.md"
   extra = ""
   if comparison.exists():  # the runs folder is not in git: keep a copy next to the page
@@ -142,6 +176,10 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
     extra = f"; every metric side by side: [{copy.name}]({copy.name})"
   lines += ["", f"![training curves]({curves.name})", "",
             f"Per-run reports: `{root}/<variant>/eval/{EVAL_DATA}/report.md`{extra}."]
+  others = sorted(p.name for p in out.parent.glob(f"{out.stem.split('_')[0]}*.md")
+                  if p != out and not p.stem.endswith(("_comparison", "_gap")))
+  if others:
+    lines += ["", "Other results pages: " + ", ".join(f"[{n}]({n})" for n in others) + "."]
   out.write_text("\n".join(lines) + "\n")
 
 
@@ -172,21 +210,17 @@ def gap_rows(dense: list[dict], hire: list[dict]) -> list[dict]:
   return rows
 
 
-def write_gap(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: int,
-              command: str) -> list[dict]:
-  rows = gap_rows(reporting.read_jsonl(root / "dense" / "history.jsonl"),
-                  reporting.read_jsonl(root / "hire" / "history.jsonl"))
-  png = out.with_name(out.stem + ".png")
+def gap_markdown(rows: list[dict], png: pathlib.Path, *, size: str) -> list[str]:
+  """The gap-over-training section: its table and its plot (written to `png`)."""
   plots.gap_over_training(rows, png)
-  cols = list(rows[0]) if rows else ["step"]
-  lines = [f"# The dense-vs-HiRE gap over training ({size}, {steps} steps)", "",
-           f"Command: `{command}`. Date: {datetime.date.today().isoformat()}. " + _machine({}),
+  cols = list(rows[0])
+  lines = ["## The dense-vs-HiRE gap over training", "",
            "Dense and the default combined HiRE "
-           f"(`configs/experiments/{size}_{{dense,hire}}.gin`), same seed and data order; each "
-           "row is one periodic evaluation of both (the same validation batches).", "",
+           f"(`configs/experiments/{size}_{{dense,hire}}.gin`), same seed and data order; each row "
+           "is one periodic evaluation of both during "
+           "training (the same validation batches, exact and served loss, recalls, teacher-forced "
+           "agreement).", "",
            "| " + " | ".join(cols) + " |", "| ---: |" * len(cols)]
   for r in rows:
     lines.append("| " + " | ".join(eval_report.fmt(r.get(c)) for c in cols) + " |")
-  lines += ["", f"![gap over training]({png.name})"]
-  out.write_text("\n".join(lines) + "\n")
-  return rows
+  return lines + ["", f"![gap over training]({png.name})"]

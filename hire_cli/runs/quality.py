@@ -15,6 +15,7 @@ validation prompts (`hire generate --compare`), times all of them on the HiRE ru
 
 import json
 import pathlib
+import sys
 import time
 
 from absl import app, flags
@@ -43,7 +44,8 @@ PHASE_WEIGHTS = {"train": 1.0, "eval": 0.8, "compare": 0.02, "generate": 0.2, "b
 
 
 def main(argv) -> None:
-  del argv
+  del argv  # absl has parsed the flags out of it; the page records them from sys.argv
+  argv_flags = sys.argv[1:]
   quick = FLAGS.quick
   size = FLAGS.size or ("tiny" if quick else "small")
   steps = FLAGS.steps or (60 if quick else 300)
@@ -80,16 +82,12 @@ def main(argv) -> None:
   phases.run("bench-latency", exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}",
              f"--gin.BENCH_VARIANTS={list(variants)}",
              *(("--gin.DECODE_STEPS=8",) if quick else ()))
-  command = "make quality" + (" QUICK=1" if quick else "")
+  command = _command(argv_flags)
   paired = json.loads((root / "comparison.json").read_text()).get("paired", [])
   quality_page.write_results(root, out, variants=variants, size=size, steps=steps, limit=limit,
                              pairs=pairs, command=command, paired=paired,
                              minutes=(time.perf_counter() - t0) / 60)
   phases_lib.say(f"Wrote {out}")
-  if every:
-    gap = out.with_name(out.stem + "_gap.md")
-    quality_page.write_gap(root, gap, size=size, steps=steps, command=command)
-    phases_lib.say(f"Wrote {gap}")
 
 
 PROMPT = "It is a truth universally acknowledged"
@@ -100,6 +98,13 @@ QUICK_EVAL = ("--gin.evaluate.recall_k_primes=[32,128,512]", "--gin.evaluate.rec
 
 
 EVAL_DATA = quality_page.EVAL_DATA
+
+
+def _command(argv_flags: list[str]) -> str:
+  """The command that made the page: `make quality [QUICK=1]`, or the module with its flags."""
+  if argv_flags in ([], ["--quick"]):
+    return "make quality" + (" QUICK=1" if argv_flags else "")
+  return " ".join(["python -m hire_cli.runs.quality", *argv_flags])
 
 
 def _evaluated(run: pathlib.Path, steps: int) -> bool:
