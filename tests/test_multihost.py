@@ -61,7 +61,7 @@ def _wait_all(procs, logs):
 
 
 def _final_loss(stdout: str) -> float:
-  m = re.search(r"Finished at step 3: train loss ([0-9.]+)", stdout)
+  m = re.search(r"Finished at step 3 of 3: train loss ([0-9.]+)", stdout)
   assert m, stdout
   return float(m.group(1))
 

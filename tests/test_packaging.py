@@ -92,7 +92,7 @@ def test_pip_install_gives_a_working_hire(tmp_path):
   env = dict(env, HIRE_TFDS_DIR=str(REPO / "data" / "tfds"))
   hire = str(tmp_path / "venv" / "bin" / "hire")
   out = _run([hire, "train", "--gin.TRAIN_STEPS=2"], work, env)  # into ./runs/default
-  assert "Finished at step 2" in out, out
+  assert "Finished at step 2 of 2" in out, out
   out += _run([hire, "eval", "--gin.EVAL_BATCHES=1", "--gin.DOWNSTREAM_LIMIT=1",
                "--gin.MINIMAL_PAIRS_LIMIT=1", "--gin.LATENCY_STEPS=0"], work, env)
   metrics = json.loads((work / "runs" / "default" / "eval" / "hire_corpus_lm" / "metrics.json")

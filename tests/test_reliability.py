@@ -55,6 +55,8 @@ def test_signal_saves_then_exits(tmp_path, sig, code):
   text = "".join(lines) + out
   assert proc.returncode == code, text + err
   assert f"{sig.name} received: saved checkpoint at step" in text, text
+  if code == 0:  # not "Finished": the run has 100000 steps to go
+    assert "Stopped early at step" in text and "rerun the same command to resume" in text, text
   steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
   assert steps and min(steps) >= 3
   if code == 130:

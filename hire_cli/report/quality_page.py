@@ -129,7 +129,8 @@ def _machine(latency: dict) -> str:
 
 def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: int, limit: int,
                   command: str, minutes: float, variants=VARIANTS, pairs: int = 0,
-                  paired: list[dict] = ()) -> None:
+                  paired: list[dict] = (), setup: str = "") -> None:
+  """The results page; `setup` says how the columns differ from their experiment files."""
   metrics = metrics_of(root, variants)
   latency_path = root / "hire" / "bench" / "latency.json"
   latency = json.loads(latency_path.read_text()) if latency_path.exists() else {}
@@ -143,8 +144,8 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
       f"# Quality: {' vs '.join(variants)} ({size}, {steps} steps)", "",
       f"Command: `{command}` ({minutes:.0f} min). Date: {datetime.date.today().isoformat()}. "
       + _machine(latency),
-      f"Each variant: `configs/experiments/{size}_<variant>.gin`, {steps} steps, same seed and "
-      f"data order, checkpoint at step {metrics['dense'].get('step')}. Downstream: first "
+      f"Each variant: `configs/experiments/{size}_<variant>.gin`{setup}, {steps} steps, same "
+      f"seed and data order, checkpoint at step {metrics['dense'].get('step')}. Downstream: first "
       f"{limit} questions of each shipped task and the first {pairs or 'all'} pairs of each "
       "minimal-pair task (mp_*), zero-shot log-likelihood; accuracies with their 95% Wilson "
       "interval. Latency: `hire bench-latency` of all of them on the HiRE run's weights.",

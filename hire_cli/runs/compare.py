@@ -57,13 +57,17 @@ def paired_downstream(runs: list[str], paths: list[pathlib.Path]) -> list[dict]:
   the same questions, per downstream task: the difference in points, its 95% interval and the
   exact McNemar p-value (downstream_items.json next to each run's metrics.json, written by `hire
   eval`). Tasks whose question counts differ (another DOWNSTREAM_LIMIT) are skipped, not
-  compared unpaired."""
-  items = []
+  compared unpaired; so are runs whose downstream files differ (their fingerprints)."""
+  items, prints = [], []
   for metrics_path in paths:
     path = metrics_path.parent / "downstream_items.json"
-    items.append(json.loads(path.read_text())["tasks"] if path.exists() else {})
+    found = json.loads(path.read_text()) if path.exists() else {}
+    items.append(found.get("tasks", {}))
+    prints.append((found.get("data") or {}).get("fingerprint"))
   out = []
-  for run, found in zip(runs[1:], items[1:]):
+  for run, found, fp in zip(runs[1:], items[1:], prints[1:]):
+    if fp != prints[0]:
+      continue
     for task, by_path in found.items():
       base = items[0].get(task, {}).get("exact")
       mine = by_path.get("hire", by_path["exact"])

@@ -79,7 +79,9 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
     if curve:
       reporting.write_json(out_dir / "softmax_recall_curve.json", curve)
     if items:  # per-question outcomes: `hire compare` pairs runs on the same questions
-      reporting.write_json(out_dir / "downstream_items.json", {"step": int(step), "tasks": items})
+      reporting.write_json(out_dir / "downstream_items.json",
+                           {"step": int(step), "data": metrics["data"].get("downstream"),
+                            "tasks": items})
     w = reporting.writer(pathlib.Path(model_dir) / "tb" / "eval" / name)
     w.write_scalars(int(step), {k: v for k, v in metrics.items() if k not in ("step", "data")})
     w.flush()

@@ -63,34 +63,43 @@ def main(argv) -> None:
   every = 0 if quick else max(steps // 5, 1)
   common = [f"--gin.TRAIN_STEPS={steps}", f"--gin.WARMUP_STEPS={max(steps // 10, 1)}",
             f"--gin.CHECKPOINT_EVERY={max(steps // 5, 1)}", f"--gin.EVAL_EVERY={every}"]
-  exp = lambda v: f"--gin_file=configs/experiments/{size}_{v}.gin"  # noqa: E731
+  def exp(v):  # the experiment of a column, with its overrides, for every phase of that run
+    return (f"--gin_file=configs/experiments/{size}_{EXPERIMENT.get(v, v)}.gin",
+            *OVERRIDES.get(v, ()))
+
   phases = phases_lib.Phases("quality", ["train"] * len(variants) + ["eval"] * len(variants) +
                              ["compare", "generate", "bench"], retry="make quality",
                              weights=PHASE_WEIGHTS)
   for v in variants:
-    phases.run("train", exp(v), f"--gin.MODEL_DIR={root / v}", *common)
+    phases.run("train", *exp(v), f"--gin.MODEL_DIR={root / v}", *common)
   for v in variants:
     if _evaluated(root / v, steps):
       phases.skip(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
       continue
-    phases.run("eval", exp(v), f"--gin.MODEL_DIR={root / v}", f"--gin.DOWNSTREAM_LIMIT={limit}",
+    phases.run("eval", *exp(v), f"--gin.MODEL_DIR={root / v}", f"--gin.DOWNSTREAM_LIMIT={limit}",
                f"--gin.MINIMAL_PAIRS_LIMIT={pairs}", *(QUICK_EVAL if quick else ()))
   phases.run("compare", *[str(root / v) for v in variants], f"--data={EVAL_DATA}",
              f"--out={root / 'comparison'}")
-  phases.run("generate", exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}", "--compare",
+  phases.run("generate", *exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}", "--compare",
              f"--prompt={PROMPT}", f"--gin.COMPARE_PROMPTS={16 if quick else 128}")
-  phases.run("bench-latency", exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}",
+  phases.run("bench-latency", *exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}",
              f"--gin.BENCH_VARIANTS={list(variants)}",
              *(("--gin.DECODE_STEPS=8",) if quick else ()))
   command = _command(argv_flags)
   paired = json.loads((root / "comparison.json").read_text()).get("paired", [])
   quality_page.write_results(root, out, variants=variants, size=size, steps=steps, limit=limit,
                              pairs=pairs, command=command, paired=paired,
-                             minutes=(time.perf_counter() - t0) / 60)
+                             minutes=(time.perf_counter() - t0) / 60, setup=SETUP)
   phases_lib.say(f"Wrote {out}")
 
 
 PROMPT = "It is a truth universally acknowledged"
+# The HiRE-Softmax and HiRE-FFN columns are the two halves of the default combined HiRE
+# (configs/variants/hire.gin): its 4-bit FFN approximator and its k' = 512.
+EXPERIMENT = {"hire_ffn": "hire_ffn_q"}
+OVERRIDES = {"hire_softmax": ("--gin.HiReSoftmaxConfig.k_prime=512",)}
+SETUP = (" (the HiRE-Softmax and HiRE-FFN columns are the halves of the default HiRE: hire_softmax "
+         "with `--gin.HiReSoftmaxConfig.k_prime=512`, hire_ffn from `<size>_hire_ffn_q.gin`)")
 # A quick check needs the softmax recall curve at three k', from one batch, and recall and loss
 # on a sample of 2 validation batches.
 QUICK_EVAL = ("--gin.evaluate.recall_k_primes=[32,128,512]", "--gin.evaluate.recall_batches=1",

@@ -261,7 +261,10 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
   writer.flush()
   mgr.close()
   final_step = int(jax.device_get(st["step"]))
-  reporting.say(f"Finished at step {final_step}: train loss {last.get('loss', float('nan')):.6f}")
+  word = "Finished" if final_step >= train_steps else "Stopped early"
+  reporting.say(f"{word} at step {final_step} of {train_steps}: train loss "
+                f"{last.get('loss', float('nan')):.6f}"
+                + ("" if final_step >= train_steps else "; rerun the same command to resume"))
   return {"step": final_step, **last}
 
 
