@@ -35,6 +35,19 @@ def test_eval_recall_equals_independent_recall(tiny_cfg):
     expected = _numpy_recall(cand_NxKp, exact_NxV, k)
     assert abs(found[f"recall/softmax@{k}"] - expected) < 1e-6
   assert 0.05 < found["recall/softmax@8"] < 0.99  # a random rank-2 approximator is approximate
+  # The served loss with the tail from the approximator, by masks over V in float64.
+  targets_N = rows_NxL.reshape(-1)
+  logp = []
+  for z, s, c, t in zip(exact_NxV.astype(np.float64), approx_NxV.astype(np.float64), cand_NxKp,
+                        targets_N):
+    in_c = np.zeros(cfg.vocab_size, bool)
+    in_c[c] = True
+    shift = np.log(np.exp(z[in_c]).sum()) - np.log(np.exp(s[in_c]).sum())
+    rest = ~in_c
+    rest[t] = False
+    mass = np.exp(z[in_c]).sum() + np.exp(s[rest] + shift).sum() + (0 if in_c[t] else np.exp(z[t]))
+    logp.append(z[t] - np.log(mass))
+  assert abs(found["served_loss_approx_tail"] + np.mean(logp)) < 1e-4
 
   curve = recall_curve.softmax_recall_curve(graphdef, params, rows_NxL, 4, 2, [8, 16, 97], mesh,
                                             ks=(1, 8))

@@ -37,6 +37,10 @@ def test_aims_say_met_or_missed_with_the_numbers():
   assert "top-1 agreement >= 0.995: 0.9000 -> MISSED" in text
   assert "softmax recall@32 >= 0.99: 0.9800 -> MISSED" in text
   assert "mean FFN group recall >= 0.95: 0.9600 -> met" in text
+  assert "informational" not in text
+  tail = {**RUNS, "hire": {**RUNS["hire"], "served_loss_approx_tail": 5.1}}
+  assert "tail estimated by the approximator: 5.1000 vs 5.0000 (+2.00%)" in "\n".join(
+      quality_page.aims(tail))
 
 
 def test_results_page_has_every_variant_and_the_curves(tmp_path):

@@ -137,3 +137,28 @@ def test_served_loss_is_comparable_to_the_exact_loss():
   assert float(few["candidate_miss_rate"]) == pytest.approx(1 - hit.mean())
   assert 0 < float(few["served_loss"]) <= exact
   assert float(few["served_sampling_loss"]) > float(few["served_loss"]) + 5
+
+
+def test_approx_tail_loss_is_exact_for_a_perfect_approximator_and_not_otherwise():
+  """Scores equal to the logits up to a constant give the exact loss for any candidate set (the
+  shift calibrates the constant; without it the test fails); scores that misjudge the tail give
+  another number, while the candidates-plus-target loss stays below the exact one."""
+  from hire_cli.nn import softmax
+  rng = np.random.default_rng(1)
+  logits_BxLxV = jax.numpy.asarray(rng.normal(size=(2, 6, 40)).astype(np.float32) * 2)
+  top_BxL = np.argmax(np.asarray(logits_BxLxV), -1)
+  targets_BxL = jax.numpy.asarray(np.where(np.arange(6) % 2 == 0, top_BxL,
+                                           rng.integers(0, 40, size=(2, 6))))
+  exact = float(loss.cross_entropy(logits_BxLxV, targets_BxL)[0])
+  few_BxLx5 = jax.numpy.asarray(np.argsort(-np.asarray(logits_BxLxV), -1)[..., :5])
+  hit = (np.asarray(few_BxLx5) == np.asarray(targets_BxL)[..., None]).any(-1)
+  assert 0 < hit.mean() < 1  # both branches: targets inside and outside the candidates
+  perfect = softmax.served_metrics(logits_BxLxV, few_BxLx5, targets_BxL, ks=(1,),
+                                   scores_BxLxV=logits_BxLxV + 3.0)
+  np.testing.assert_allclose(float(perfect["served_loss_approx_tail"]), exact, rtol=1e-5)
+  assert float(perfect["served_loss"]) < exact - 0.05  # the tail left out
+  flat = softmax.served_metrics(logits_BxLxV, few_BxLx5, targets_BxL, ks=(1,),
+                                scores_BxLxV=jax.numpy.zeros_like(logits_BxLxV))
+  assert abs(float(flat["served_loss_approx_tail"]) - exact) > 0.05
+  assert "served_loss_approx_tail" not in softmax.served_metrics(logits_BxLxV, few_BxLx5,
+                                                                 targets_BxL, ks=(1,))

@@ -28,15 +28,16 @@ def make_eval_fn(graphdef, ks=(1, 8, 32), mesh=None):
     if not cfg.has_hire:
       return out
     exact_top1_BxL = jnp.argmax(exact_BxLxV, -1)
-    out_served = served.forward(served.bind(graphdef, params, mesh), inputs_BxL,
-                                measure_selection=mesh is not None)
+    served_model = served.bind(graphdef, params, mesh)
+    out_served = served.forward(served_model, inputs_BxL, measure_selection=mesh is not None)
     out.update(out_served.get("selection", {}))
     served_BxLxV = out_served["logits"]
     if cfg.hire_ffn is not None:
       out["top1_agreement/ffn"] = jnp.mean(jnp.argmax(served_BxLxV, -1) == exact_top1_BxL)
     if cfg.hire_softmax is not None:
+      scores_BxLxV = served_model.head.served_scores(out_served["h"])
       out.update(softmax.served_metrics(served_BxLxV, out_served["cand"], targets_BxL, ks,
-                                        exact_top1_BxL))
+                                        exact_top1_BxL, scores_BxLxV))
     else:
       out["served_loss"] = loss.cross_entropy(served_BxLxV, targets_BxL)[0]
       out["top1_agreement"] = out["top1_agreement/ffn"]
