@@ -22,6 +22,7 @@ from absl import app, flags
 
 from hire_cli.report import phases as phases_lib
 from hire_cli.report import quality_page
+from hire_cli.runs import quality_plan
 
 flags.DEFINE_bool("quick", False, "tiny model, few steps: a quick check of the pipeline")
 flags.DEFINE_string("size", None, "model size (configs/experiments/<size>_<variant>.gin); "
@@ -63,9 +64,8 @@ def main(argv) -> None:
   every = 0 if quick else max(steps // 5, 1)
   common = [f"--gin.TRAIN_STEPS={steps}", f"--gin.WARMUP_STEPS={max(steps // 10, 1)}",
             f"--gin.CHECKPOINT_EVERY={max(steps // 5, 1)}"]
-  def exp(v):  # the experiment of a column, with its overrides, for every phase of that run
-    return (f"--gin_file=configs/experiments/{size}_{EXPERIMENT.get(v, v)}.gin",
-            *OVERRIDES.get(v, ()))
+  def exp(v):
+    return quality_plan.experiment_args(size, v)
 
   phases = phases_lib.Phases("quality", ["train"] * len(variants) + ["eval"] * len(variants) +
                              ["compare", "generate", "bench"], retry="make quality",
@@ -74,7 +74,7 @@ def main(argv) -> None:
     # Only the gap pair (dense, hire) evaluates periodically: the single-layer runs' periodic
     # evals fed no page and cost as much as a third of their training.
     phases.run("train", *exp(v), f"--gin.MODEL_DIR={root / v}", *common,
-               f"--gin.EVAL_EVERY={every if v in GAP_PAIR else 0}")
+               f"--gin.EVAL_EVERY={every if v in quality_plan.GAP_PAIR else 0}")
   for v in variants:
     if _evaluated(root / v, steps):
       phases.skip(f"{root / v} already evaluated at step {steps}; delete its eval/ to redo it")
@@ -88,22 +88,15 @@ def main(argv) -> None:
   phases.run("bench-latency", *exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}",
              f"--gin.BENCH_VARIANTS={list(variants)}",
              *(("--gin.DECODE_STEPS=8",) if quick else ()))
-  command = _command(argv_flags)
+  command = quality_plan.command(argv_flags)
   paired = json.loads((root / "comparison.json").read_text()).get("paired", [])
   quality_page.write_results(root, out, variants=variants, size=size, steps=steps, limit=limit,
                              pairs=pairs, command=command, paired=paired,
-                             minutes=(time.perf_counter() - t0) / 60, setup=SETUP)
+                             minutes=(time.perf_counter() - t0) / 60, setup=quality_plan.SETUP)
   phases_lib.say(f"Wrote {out}")
 
 
 PROMPT = "It is a truth universally acknowledged"
-# The HiRE-Softmax and HiRE-FFN columns are the two halves of the default combined HiRE
-# (configs/variants/hire.gin): its 4-bit FFN approximator and its k' = 512.
-EXPERIMENT = {"hire_ffn": "hire_ffn_q"}
-GAP_PAIR = ("dense", "hire")
-OVERRIDES = {"hire_softmax": ("--gin.HiReSoftmaxConfig.k_prime=512",)}
-SETUP = (" (the HiRE-Softmax and HiRE-FFN columns are the halves of the default HiRE: hire_softmax "
-         "with `--gin.HiReSoftmaxConfig.k_prime=512`, hire_ffn from `<size>_hire_ffn_q.gin`)")
 # A quick check needs the softmax recall curve at three k', from one batch, and recall and loss
 # on a sample of 2 validation batches.
 QUICK_EVAL = ("--gin.evaluate.recall_k_primes=[32,128,512]", "--gin.evaluate.recall_batches=1",
@@ -111,13 +104,6 @@ QUICK_EVAL = ("--gin.evaluate.recall_k_primes=[32,128,512]", "--gin.evaluate.rec
 
 
 EVAL_DATA = quality_page.EVAL_DATA
-
-
-def _command(argv_flags: list[str]) -> str:
-  """The command that made the page: `make quality [QUICK=1]`, or the module with its flags."""
-  if argv_flags in ([], ["--quick"]):
-    return "make quality" + (" QUICK=1" if argv_flags else "")
-  return " ".join(["python -m hire_cli.runs.quality", *argv_flags])
 
 
 def _evaluated(run: pathlib.Path, steps: int) -> bool:

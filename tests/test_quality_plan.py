@@ -1,14 +1,15 @@
-"""`make quality`'s runner: what it records as the command, and which experiment each column is."""
+"""`make quality`'s plan (`runs/quality_plan.py`): the command a page records, and which
+experiment each column is."""
 
 import pathlib
 
-from hire_cli.runs import quality
+from hire_cli.runs import quality_plan
 
 
 def test_the_page_records_the_command_that_made_it():
-  assert quality._command([]) == "make quality"
-  assert quality._command(["--quick"]) == "make quality QUICK=1"
-  assert quality._command(["--variants=dense,hire", "--steps=600"]) == (
+  assert quality_plan.command([]) == "make quality"
+  assert quality_plan.command(["--quick"]) == "make quality QUICK=1"
+  assert quality_plan.command(["--variants=dense,hire", "--steps=600"]) == (
       "python -m hire_cli.runs.quality --variants=dense,hire --steps=600")
 
 
@@ -20,7 +21,7 @@ def test_single_layer_columns_are_the_halves_of_the_default():
   assert "include 'configs/variants/hire_ffn_q.gin'" in default
   k_prime = next(line for line in default.splitlines()
                  if line.startswith("HiReSoftmaxConfig.k_prime"))
-  assert quality.OVERRIDES["hire_softmax"] == (f"--gin.{k_prime.replace(' ', '')}",)
+  assert quality_plan.OVERRIDES["hire_softmax"] == (f"--gin.{k_prime.replace(' ', '')}",)
   for size in ("tiny", "small"):
-    name = f"{size}_{quality.EXPERIMENT['hire_ffn']}.gin"
+    name = f"{size}_{quality_plan.EXPERIMENT['hire_ffn']}.gin"
     assert (root / "configs" / "experiments" / name).exists()
