@@ -117,6 +117,7 @@ def test_results_page_embeds_the_gap_and_links_the_other_pages(tmp_path):
                              {"step": step, "loss": loss, "eval/loss": loss})
   (tmp_path / "docs").mkdir()
   (tmp_path / "docs" / "results_long.md").write_text("# longer\n")
+  (tmp_path / "docs" / "results_long_gap.png").write_bytes(b"png")
   out = tmp_path / "docs" / "results.md"
   quality_page.write_results(tmp_path, out, size="tiny", steps=10, limit=3, command="make quality",
                              minutes=1.0)
@@ -125,3 +126,26 @@ def test_results_page_embeds_the_gap_and_links_the_other_pages(tmp_path):
   assert "![gap over training](results_gap.png)" in page
   assert (tmp_path / "docs" / "results_gap.png").stat().st_size > 1000
   assert "Other results pages: [results_long.md](results_long.md)." in page
+  assert "![gap over training, results_long.md](results_long_gap.png)" in page
+
+
+def test_pages_only_rewrites_the_page_from_the_runs_and_their_record(tmp_path):
+  """`--pages_only` runs nothing (no training: the roots hold only metrics) and takes the command
+  and minutes from what made the runs, not from itself; without that record it refuses."""
+  import subprocess
+  import sys
+  root = tmp_path / "runs"
+  for v in ("dense", "hire"):
+    (root / v / "eval" / quality_page.EVAL_DATA).mkdir(parents=True)
+    (root / v / "eval" / quality_page.EVAL_DATA / "metrics.json").write_text(json.dumps(RUNS[v]))
+  (root / "comparison.json").write_text(json.dumps({"paired": []}))
+  args = [sys.executable, "-m", "hire_cli.runs.quality", "--pages_only", "--variants=dense,hire",
+          f"--root={root}", f"--out={tmp_path / 'results.md'}"]
+  refused = subprocess.run(args, capture_output=True, text=True)
+  assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+      "quality: --pages_only found no"), refused.stderr
+  assert not (tmp_path / "results.md").exists()
+  (root / "quality_run.json").write_text(json.dumps({"command": "make quality", "minutes": 42.0}))
+  subprocess.run(args, check=True, capture_output=True)
+  page = (tmp_path / "results.md").read_text()
+  assert "Command: `make quality` (42 min)" in page and "| metric | dense | hire |" in page

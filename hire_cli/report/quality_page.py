@@ -191,6 +191,11 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
                   if p != out and not p.stem.endswith(("_comparison", "_gap")))
   if others:
     lines += ["", "Other results pages: " + ", ".join(f"[{n}]({n})" for n in others) + "."]
+    for name in others:  # their gap over training too, so that one page shows every trend
+      png = out.with_name(pathlib.Path(name).stem + "_gap.png")
+      if png.exists():
+        lines += ["", f"The gap over training in [{name}]({name}):", "",
+                  f"![gap over training, {name}]({png.name})"]
   out.write_text("\n".join(lines) + "\n")
 
 

@@ -36,6 +36,9 @@ flags.DEFINE_list("variants", list(quality_page.VARIANTS), "which variants (dens
                   "least: the aims and the gap compare them)")
 flags.DEFINE_string("root", None, "where the runs go (default runs/quality[_quick])")
 flags.DEFINE_string("out", None, "the results page (default docs/results[_quick].md)")
+flags.DEFINE_bool("pages_only", False, "run nothing: rewrite the results page from the runs "
+                  "already trained, evaluated, compared and timed under --root (e.g. to link a "
+                  "results page written after it)")
 FLAGS = flags.FLAGS
 
 
@@ -58,6 +61,13 @@ def main(argv) -> None:
                      f"only {','.join(quality_page.VARIANTS)}")
   root = pathlib.Path(FLAGS.root or ("runs/quality_quick" if quick else "runs/quality"))
   out = pathlib.Path(FLAGS.out or ("docs/results_quick.md" if quick else "docs/results.md"))
+  if FLAGS.pages_only:
+    if not (root / RECORD).exists():
+      print(f"quality: --pages_only found no {root / RECORD} (a full run writes it); run the "
+            "same command without --pages_only first", file=sys.stderr)
+      sys.exit(2)
+    return _write(root, out, variants, size, steps, limit, pairs,
+                  **json.loads((root / RECORD).read_text()))
   t0 = time.perf_counter()
   # Quick mode skips the periodic evaluations (most of its time before) and evaluates recall
   # on 2 validation batches.
@@ -88,11 +98,21 @@ def main(argv) -> None:
   phases.run("bench-latency", *exp("hire"), f"--gin.MODEL_DIR={root / 'hire'}",
              f"--gin.BENCH_VARIANTS={list(variants)}",
              *(("--gin.DECODE_STEPS=8",) if quick else ()))
-  command = quality_plan.command(argv_flags)
+  made = {"command": quality_plan.command(argv_flags),
+          "minutes": (time.perf_counter() - t0) / 60}
+  (root / RECORD).write_text(json.dumps(made))
+  _write(root, out, variants, size, steps, limit, pairs, **made)
+
+
+# What made the runs under --root (the command, its minutes): --pages_only reuses it.
+RECORD = "quality_run.json"
+
+
+def _write(root, out, variants, size, steps, limit, pairs, *, command, minutes) -> None:
   paired = json.loads((root / "comparison.json").read_text()).get("paired", [])
   quality_page.write_results(root, out, variants=variants, size=size, steps=steps, limit=limit,
-                             pairs=pairs, command=command, paired=paired,
-                             minutes=(time.perf_counter() - t0) / 60, setup=quality_plan.SETUP)
+                             pairs=pairs, command=command, paired=paired, minutes=minutes,
+                             setup=quality_plan.SETUP)
   phases_lib.say(f"Wrote {out}")
 
 
