@@ -74,18 +74,22 @@ def test_gap_rows_pair_the_periodic_evals_and_plot(tmp_path):
   hire = [{"step": 100, "eval/loss": 6.3, "eval/served_loss": 6.4, "eval/recall/ffn@k": 0.99,
            "eval/top1_agreement": 0.97}, {"step": 200, "eval/loss": 5.05,
                                           "eval/served_loss": 5.1, "eval/recall/ffn@k": 0.995,
+                                          "eval/served_loss_approx_tail": 5.2,
                                           "eval/top1_agreement": 0.99},
           {"step": 300, "eval/loss": 4.9}]  # dense has no eval at 300: not a row
   rows = quality_page.gap_rows(dense, hire)
   assert [r["step"] for r in rows] == [100, 200]
   assert rows[0]["exact loss gap %"] == pytest.approx(5.0)
   assert rows[1]["served loss gap %"] == pytest.approx(2.0)
+  assert rows[1]["served approx-tail loss gap %"] == pytest.approx(4.0)
   for run, hist in (("dense", dense), ("hire", hire)):
     (tmp_path / "runs" / run).mkdir(parents=True)
     for r in hist:
       reporting.append_jsonl(tmp_path / "runs" / run / "history.jsonl", r)
   lines = quality_page.gap_markdown(rows, tmp_path / "gap.png", size="tiny")
-  assert "| 200 | 5.0000 | 5.0500 | 1.0000 | 5.1000 | 2.0000 | 0.9950 | 0.9900 |" in lines
+  assert ("| 200 | 5.0000 | 5.0500 | 1.0000 | 5.1000 | 2.0000 | 0.9950 | 0.9900 | 5.2000 | 4.0000 |"
+          in lines)
+  assert "| 100 | 6.0000 | 6.3000 | 5.0000 | 6.4000 | 6.6667 | 0.9900 | 0.9700 | - | - |" in lines
   assert (tmp_path / "gap.png").stat().st_size > 1000
 
 

@@ -97,7 +97,7 @@ def gap_over_training(rows: list[dict], path: pathlib.Path) -> None:
   plt = _pyplot()
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   steps = [r["step"] for r in rows]
-  for key in ("exact loss gap %", "served loss gap %"):
+  for key in ("exact loss gap %", "served loss gap %", "served approx-tail loss gap %"):
     if rows and key in rows[0]:
       ax1.plot(steps, [r[key] for r in rows], marker="o", label=key.replace(" %", ""))
   ax1.axhline(1.0, color="gray", ls="--", lw=1, label="1% aim")

@@ -216,9 +216,11 @@ def gap_rows(dense: list[dict], hire: list[dict]) -> list[dict]:
     base = d[r["step"]]["eval/loss"]
     row = {"step": r["step"], "dense loss": base, "hire exact loss": r["eval/loss"],
            "exact loss gap %": 100 * (r["eval/loss"] - base) / base}
-    if "eval/served_loss" in r:
-      row["hire served loss"] = r["eval/served_loss"]
-      row["served loss gap %"] = 100 * (r["eval/served_loss"] - base) / base
+    for key, name in (("eval/served_loss", "served"),
+                      ("eval/served_loss_approx_tail", "served approx-tail")):
+      if key in r:
+        row[f"hire {name} loss"] = r[key]
+        row[f"{name} loss gap %"] = 100 * (r[key] - base) / base
     for label, key in GAP_KEYS:
       if key in r:
         row[label] = r[key]
@@ -229,7 +231,7 @@ def gap_rows(dense: list[dict], hire: list[dict]) -> list[dict]:
 def gap_markdown(rows: list[dict], png: pathlib.Path, *, size: str) -> list[str]:
   """The gap-over-training section: its table and its plot (written to `png`)."""
   plots.gap_over_training(rows, png)
-  cols = list(rows[0])
+  cols = list(dict.fromkeys(k for r in rows for k in r))  # every column any row has
   lines = ["## The dense-vs-HiRE gap over training", "",
            "Dense and the default combined HiRE "
            f"(`configs/experiments/{size}_{{dense,hire}}.gin`), same seed and data order; each row "
