@@ -41,6 +41,9 @@ def test_aims_say_met_or_missed_with_the_numbers():
   tail = {**RUNS, "hire": {**RUNS["hire"], "served_loss_approx_tail": 5.1}}
   assert "tail estimated by the approximator: 5.1000 vs 5.0000 (+2.00%)" in "\n".join(
       quality_page.aims(tail))
+  low = {**RUNS, "hire": {**RUNS["hire"], "served_loss": 4.9}}
+  assert "4.9000 vs 5.0000 (-2.00%, below dense because its normaliser" in "\n".join(
+      quality_page.aims(low))
 
 
 def test_results_page_has_every_variant_and_the_curves(tmp_path):
