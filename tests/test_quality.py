@@ -93,6 +93,7 @@ def test_gap_rows_pair_the_periodic_evals_and_plot(tmp_path):
   assert ("| 200 | 5.0000 | 5.0500 | 1.0000 | 5.1000 | 2.0000 | 0.9950 | 0.9900 | 5.2000 | 4.0000 |"
           in lines)
   assert "| 100 | 6.0000 | 6.3000 | 5.0000 | 6.4000 | 6.6667 | 0.9900 | 0.9700 | - | - |" in lines
+  assert "|" + " ---: |" * 10 in lines  # one separator cell per column
   assert (tmp_path / "gap.png").stat().st_size > 1000
 
 

@@ -238,9 +238,10 @@ def gap_markdown(rows: list[dict], png: pathlib.Path, *, size: str) -> list[str]
            "Dense and the default combined HiRE "
            f"(`configs/experiments/{size}_{{dense,hire}}.gin`), same seed and data order; each row "
            "is one periodic evaluation of both during "
-           "training (the same validation batches, exact and served loss, recalls, teacher-forced "
-           "agreement).", "",
-           "| " + " | ".join(cols) + " |", "| ---: |" * len(cols)]
+           "training (exact and served loss, recalls, teacher-forced agreement on the same "
+           "validation batches: fewer than `hire eval` uses, so the losses differ from the table "
+           "above).", "",
+           "| " + " | ".join(cols) + " |", "|" + " ---: |" * len(cols)]
   for r in rows:
     lines.append("| " + " | ".join(eval_report.fmt(r.get(c)) for c in cols) + " |")
   return lines + ["", f"![gap over training]({png.name})"]

@@ -112,7 +112,7 @@ def _write(root, out, variants, size, steps, limit, pairs, *, command, minutes) 
   paired = json.loads((root / "comparison.json").read_text()).get("paired", [])
   quality_page.write_results(root, out, variants=variants, size=size, steps=steps, limit=limit,
                              pairs=pairs, command=command, paired=paired, minutes=minutes,
-                             setup=quality_plan.SETUP)
+                             setup=quality_plan.SETUP if len(variants) > 2 else "")
   phases_lib.say(f"Wrote {out}")
 
 
