@@ -41,6 +41,11 @@ def test_aims_say_met_or_missed_with_the_numbers():
   tail = {**RUNS, "hire": {**RUNS["hire"], "served_loss_approx_tail": 5.1}}
   assert "tail estimated by the approximator: 5.1000 vs 5.0000 (+2.00%)" in "\n".join(
       quality_page.aims(tail))
+  paired = [{"task": "mean", "run": "runs/x/hire", "n": 60, "diff": -1.5, "lo": -3.0, "hi": 0.0,
+             "p": 0.06}, {"task": "mean", "run": "hire_ffn", "n": 60, "diff": 9, "lo": 9,
+                          "hi": 9, "p": 1}]
+  assert ("38.50 vs 40.00 (-1.50 points; paired on the same 60 questions: -1.50 [-3.00, +0.00], "
+          "McNemar p = 0.060) -> MISSED") in "\n".join(quality_page.aims(RUNS, paired=paired))
   low = {**RUNS, "hire": {**RUNS["hire"], "served_loss": 4.9}}
   assert "4.9000 vs 5.0000 (-2.00%, below dense because its normaliser" in "\n".join(
       quality_page.aims(low))

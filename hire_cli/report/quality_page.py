@@ -84,7 +84,8 @@ def trend(rows: list[dict], column: str, aim: float, *, higher_is_better: bool) 
   return text + "; not moving toward the aim"
 
 
-def aims(metrics: dict, free_running: float | None = None, gap: list[dict] = ()) -> list[str]:
+def aims(metrics: dict, free_running: float | None = None, gap: list[dict] = (),
+         paired: list[dict] = ()) -> list[str]:
   """The aims of the fidelity issue, each with the measured value and met / missed by how much;
   a missed aim with a series in the gap table (`gap_rows`) also says how it moved in training."""
   d, h = metrics["dense"], metrics["hire"]
@@ -125,8 +126,13 @@ def aims(metrics: dict, free_running: float | None = None, gap: list[dict] = ())
     key = f"downstream/{t}/accuracy"
     if key + "_hire" in h and key in d:
       gap_points = h[key + "_hire"] - d[key]
+      pair = next((r for r in paired if r["task"] == t and pathlib.Path(r["run"]).name == "hire"),
+                  None)
+      shown = (f"; paired on the same {pair['n']} questions: {pair['diff']:+.2f} "
+               f"[{pair['lo']:+.2f}, {pair['hi']:+.2f}], McNemar p = {pair['p']:.3f}"
+               if pair else "")
       check(f"HiRE {t} accuracy (HiRE inference) within 1 point of dense", gap_points >= -1.0,
-            f"{h[key + '_hire']:.2f} vs {d[key]:.2f} ({gap_points:+.2f} points)")
+            f"{h[key + '_hire']:.2f} vs {d[key]:.2f} ({gap_points:+.2f} points{shown})")
   return lines
 
 
@@ -178,7 +184,8 @@ def write_results(root: pathlib.Path, out: pathlib.Path, *, size: str, steps: in
               f"{free_running['stepwise_agreement']:.4f}).", ""]
   gap = gap_rows(reporting.read_jsonl(root / "dense" / "history.jsonl"),
                  reporting.read_jsonl(root / "hire" / "history.jsonl"))
-  lines += [f"## Aims (at step {steps})", ""] + aims(metrics, free_running.get("agreement"), gap)
+  lines += [f"## Aims (at step {steps})", ""] + aims(metrics, free_running.get("agreement"), gap,
+                                                    list(paired))
   if gap:
     lines += [""] + gap_markdown(gap, out.with_name(out.stem + "_gap.png"), size=size)
   comparison = root / "comparison.md"

@@ -57,7 +57,8 @@ def paired_downstream(runs: list[str], paths: list[pathlib.Path]) -> list[dict]:
   the same questions, per downstream task: the difference in points, its 95% interval and the
   exact McNemar p-value (downstream_items.json next to each run's metrics.json, written by `hire
   eval`). Tasks whose question counts differ (another DOWNSTREAM_LIMIT) are skipped, not
-  compared unpaired; so are runs whose downstream files differ (their fingerprints)."""
+  compared unpaired; so are runs whose downstream files differ (their fingerprints). The
+  minimal-pair tasks (mp_*) also get one pooled row, `minimal_pairs`, as `hire eval` pools them."""
   items, prints = [], []
   for metrics_path in paths:
     path = metrics_path.parent / "downstream_items.json"
@@ -68,12 +69,21 @@ def paired_downstream(runs: list[str], paths: list[pathlib.Path]) -> list[dict]:
   for run, found, fp in zip(runs[1:], items[1:], prints[1:]):
     if fp != prints[0]:
       continue
+    pooled = ["", ""]
     for task, by_path in found.items():
       base = items[0].get(task, {}).get("exact")
       mine = by_path.get("hire", by_path["exact"])
       if base is None or len(base) != len(mine):
         continue
-      r = stats.paired(np.array([c == "1" for c in base]), np.array([c == "1" for c in mine]))
-      out.append({"task": task, "run": run, "path": "hire" if "hire" in by_path else "exact",
-                  **r})
+      path = "hire" if "hire" in by_path else "exact"
+      out.append({"task": task, "run": run, "path": path, **_paired(base, mine)})
+      if task.startswith("mp_"):
+        pooled = [pooled[0] + base, pooled[1] + mine]
+    if pooled[0]:
+      out.append({"task": "minimal_pairs", "run": run, "path": path, **_paired(*pooled)})
   return out
+
+
+def _paired(base: str, mine: str) -> dict:
+  """`stats.paired` of two per-question outcome strings ('1' right, '0' wrong)."""
+  return stats.paired(np.array([c == "1" for c in base]), np.array([c == "1" for c in mine]))
