@@ -1,9 +1,9 @@
-"""`make quality`'s plan (`runs/quality_plan.py`): the command a page records, and which
+"""`make quality`'s plan (`lib/quality_plan.py`): the command a page records, and which
 experiment each column is."""
 
 import pathlib
 
-from hire_cli.runs import quality_plan
+from hire_cli.lib import quality_plan
 
 
 def test_the_page_records_the_command_that_made_it():

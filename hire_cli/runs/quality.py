@@ -20,9 +20,9 @@ import time
 
 from absl import app, flags
 
+from hire_cli.lib import quality_plan
 from hire_cli.report import phases as phases_lib
 from hire_cli.report import quality_page
-from hire_cli.runs import quality_plan
 
 flags.DEFINE_bool("quick", False, "tiny model, few steps: a quick check of the pipeline")
 flags.DEFINE_string("size", None, "model size (configs/experiments/<size>_<variant>.gin); "
