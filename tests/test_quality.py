@@ -162,3 +162,21 @@ def test_pages_only_rewrites_the_page_from_the_runs_and_their_record(tmp_path):
   subprocess.run(args, check=True, capture_output=True)
   page = (tmp_path / "results.md").read_text()
   assert "Command: `make quality` (42 min)" in page and "| metric | dense | hire |" in page
+
+
+def test_pages_only_labels_the_page_with_the_recorded_settings(tmp_path):
+  """A page rewritten without --steps still says the steps the runs were made with."""
+  import subprocess
+  import sys
+  root = tmp_path / "runs"
+  for v in ("dense", "hire"):
+    (root / v / "eval" / quality_page.EVAL_DATA).mkdir(parents=True)
+    (root / v / "eval" / quality_page.EVAL_DATA / "metrics.json").write_text(json.dumps(RUNS[v]))
+  (root / "comparison.json").write_text(json.dumps({"paired": []}))
+  (root / "quality_run.json").write_text(json.dumps({
+      "command": "make quality-long", "minutes": 1.0, "settings": {
+          "variants": ["dense", "hire"], "size": "small", "steps": 600, "limit": 60,
+          "pairs": 500}}))
+  subprocess.run([sys.executable, "-m", "hire_cli.runs.quality", "--pages_only",
+                  f"--root={root}", f"--out={tmp_path / 'r.md'}"], check=True, capture_output=True)
+  assert (tmp_path / "r.md").read_text().startswith("# Quality: dense vs hire (small, 600 steps)")

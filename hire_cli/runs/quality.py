@@ -66,8 +66,12 @@ def main(argv) -> None:
       print(f"quality: --pages_only found no {root / RECORD} (a full run writes it); run the "
             "same command without --pages_only first", file=sys.stderr)
       sys.exit(2)
-    return _write(root, out, variants, size, steps, limit, pairs,
-                  **json.loads((root / RECORD).read_text()))
+    made = json.loads((root / RECORD).read_text())
+    # The settings the runs were made with, not this command's flags (which may differ).
+    got = {"variants": variants, "size": size, "steps": steps, "limit": limit, "pairs": pairs,
+           **made.pop("settings", {})}
+    return _write(root, out, got["variants"], got["size"], got["steps"], got["limit"],
+                  got["pairs"], **made)
   t0 = time.perf_counter()
   # Quick mode skips the periodic evaluations (most of its time before) and evaluates recall
   # on 2 validation batches.
@@ -100,11 +104,13 @@ def main(argv) -> None:
              *(("--gin.DECODE_STEPS=8",) if quick else ()))
   made = {"command": quality_plan.command(argv_flags),
           "minutes": (time.perf_counter() - t0) / 60}
-  (root / RECORD).write_text(json.dumps(made))
+  settings = {"variants": list(variants), "size": size, "steps": steps, "limit": limit,
+              "pairs": pairs}
+  (root / RECORD).write_text(json.dumps({**made, "settings": settings}))
   _write(root, out, variants, size, steps, limit, pairs, **made)
 
 
-# What made the runs under --root (the command, its minutes): --pages_only reuses it.
+# What made the runs under --root (the command, its minutes, its settings): --pages_only reuses it.
 RECORD = "quality_run.json"
 
 
