@@ -86,3 +86,66 @@ def test_has_hire_for_the_four_variants(tiny_cfg, softmax, ffn, has_hire):
       tiny_cfg, hire_softmax=config.default_hire_softmax(tiny_cfg) if softmax else None,
       hire_ffn=config.default_hire_ffn(tiny_cfg) if ffn else None)
   assert cfg.has_hire is has_hire
+
+
+def _family(tiny_cfg, **kw):
+  """The tiny model with every imported-family knob on: GQA, QK-norm, post-norms, (1 + w)
+  norms, embedding scale, GeGLU, a window of 4 on all layers but every third, tied head."""
+  knobs = dict(n_heads=4, n_kv_heads=2, qk_norm=True, post_norms=True, norm_offset=1.0,
+               norm_eps=1e-5, embed_scale=32**0.5, activation="geglu", sliding_window=4,
+               global_every=3, n_layers=3, rope_local_base=100.0, tie_embeddings=True,
+               tied_head_scale=1.0)
+  return dataclasses.replace(tiny_cfg, **{**knobs, **kw})
+
+
+def test_family_knobs_count_and_cache(tiny_cfg):
+  cfg = _family(tiny_cfg)
+  model = Transformer(cfg, rngs=nnx.Rngs(0))
+  n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert n == cfg.num_params()
+  assert model.blocks[0].attn.w_kv.shape == (32, 2, 2, 16)
+  assert [cfg.window(i) for i in range(3)] == [4, 4, 0]
+  # The windowed layers decoded one token at a time far past their window equal the forward.
+  tokens = jax.random.randint(jax.random.key(3), (2, 14), 0, cfg.vocab_size)
+  full_BxLxV = _logits(model, tokens)
+  cache = init_cache(cfg, 2, 16)
+  assert cache[0]["k"].shape == (2, 2, 16, 16)
+  h, new_kv = model(tokens[:, :3], cache, 0)
+  cache = write_cache(cache, new_kv, 0)
+  for t in range(3, 14):
+    h, new_kv = model(tokens[:, t:t + 1], cache, t)
+    cache = write_cache(cache, new_kv, t)
+    np.testing.assert_allclose(model.logits(h)[:, 0], full_BxLxV[:, t], atol=2e-5)
+
+
+@pytest.mark.parametrize("window,sees", [(4, 4), (5, 5)])
+def test_window_limits_what_a_layer_sees(tiny_cfg, window, sees):
+  """On windowed layers only, the output at t depends on exactly the last `window` positions
+  (an off-by-one window fails: the parametrization pins both sizes)."""
+  cfg = _family(tiny_cfg, sliding_window=window, global_every=99, n_layers=1)
+  model = Transformer(cfg, rngs=nnx.Rngs(0))
+  x_BxLxD = jax.random.normal(jax.random.key(1), (1, 10, cfg.d_model))
+
+  def out_at(x, t):
+    y, _ = model.blocks[0](x, jnp.arange(10)[None])
+    return jnp.sum(y[0, t])
+
+  g = np.abs(np.asarray(jax.grad(out_at)(x_BxLxD, 9)[0])).sum(-1)
+  assert (g[:10 - sees] == 0).all() and (g[10 - sees:] > 0).all(), g
+
+
+def test_tied_head_scales_h_not_w(tiny_cfg):
+  """A tied head of scale s gives s x (h . E), computed without rewriting E every step."""
+  for scale, cfg_scale in ((tiny_cfg.d_model**-0.5, 0.0), (1.0, 1.0)):
+    cfg = dataclasses.replace(tiny_cfg, tie_embeddings=True, tied_head_scale=cfg_scale)
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    h = jax.random.normal(jax.random.key(0), (1, 3, cfg.d_model))
+    want = np.einsum("bld,vd->blv", np.asarray(h), np.asarray(model.embed[...])) * scale
+    np.testing.assert_allclose(model.logits(h), want, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_family_knobs_are_user_errors(tiny_cfg):
+  from hire_cli import errors
+  for kw in (dict(n_kv_heads=3), dict(sliding_window=-1), dict(bos_id=tiny_cfg.vocab_size)):
+    with pytest.raises(errors.UserError):
+      dataclasses.replace(tiny_cfg, **kw)

@@ -107,10 +107,12 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_state, *, partial: b
   return mgr.restore(step, args=ocp.args.Composite(state=args))["state"]
 
 
-# What a checkpoint must share with the config it is restored into (HiRE knobs may differ);
-# a different param_dtype would be cast silently on restore.
-SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "activation",
-                "tie_embeddings", "param_dtype")
+# What a checkpoint may differ in from the config it is restored into: the HiRE knobs (k' and
+# the approximators; their parameters are checked by shape), how it is computed and how long a
+# context it serves. Every other ModelConfig field is the architecture and must match (a knob
+# that changes no shape, such as the window or the embedding scale, would otherwise be silently
+# wrong), and param_dtype too, since a different one would be cast silently on restore.
+FREE_FIELDS = ("hire_softmax", "hire_ffn", "dtype", "remat", "max_len")
 
 
 def param_shapes(params) -> dict:
@@ -188,7 +190,9 @@ def check_compatible(meta: dict, model_cfg: ModelConfig, abstract_params, where:
   """A checkpoint must come from a model of the same shape (HiRE knobs such as k' may differ)."""
   saved = meta.get("model", {})
   cur = dataclasses.asdict(model_cfg)
-  diff = {k: (saved.get(k), cur[k]) for k in SHAPE_FIELDS if saved.get(k) != cur[k]}
+  defaults = dataclasses.asdict(ModelConfig())  # a field older checkpoints lack had its default
+  diff = {k: (saved.get(k, defaults[k]), v) for k, v in cur.items()
+          if k not in FREE_FIELDS and saved.get(k, defaults[k]) != v}
   if diff:
     pretty = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
     raise errors.UserError(

@@ -10,7 +10,7 @@ from hire_cli import errors, validate
 from hire_cli.nn import topk
 from hire_cli.nn.approx import ApproxConfig
 
-ACTIVATIONS = ("relu", "gelu", "swiglu")
+ACTIVATIONS = ("relu", "gelu", "swiglu", "geglu")  # the last two are gated (W_gate)
 FFN_SCORES = ("l2", "sum")  # HiReFfnConfig.score
 # ModelConfig.remat: what the backward pass recomputes of each block instead of keeping it.
 REMAT = ("none", "full", "dots")
@@ -128,6 +128,18 @@ class ModelConfig:
   # Rematerialisation of each block in training: none (keep every activation) | full (keep only
   # the block's input, recompute the rest) | dots (keep the matmul outputs, recompute the rest).
   remat: str = "none"
+  # Architecture knobs of imported families (docs/real_models.md); the defaults are hire's own.
+  n_kv_heads: int = 0  # KV heads (grouped-query attention; must divide n_heads); 0 = n_heads
+  qk_norm: bool = False  # RMSNorm of each query and key head (over d_head) before rotary
+  post_norms: bool = False  # also an RMSNorm on the output of attention and of the FFN (Gemma)
+  norm_offset: float = 0.0  # RMSNorm scales by (offset + w): 1 for Gemma's (1 + w), w init 0
+  norm_eps: float = 1e-6  # RMSNorm epsilon (Llama family 1e-5)
+  embed_scale: float = 1.0  # the embedding is multiplied by this (Gemma: sqrt(d_model))
+  sliding_window: int = 0  # windowed layers attend to the last W positions; 0 = all global
+  global_every: int = 1  # with a window: layer i is global when (i + 1) % global_every == 0
+  rope_local_base: float = 10000.0  # rotary base of the windowed layers
+  tied_head_scale: float = 0.0  # tied output layer = scale x embedding; 0 = d_model**-0.5
+  bos_id: int = -1  # token put before every text (Gemma 2, Llama 3 128000); -1 = none
 
   def __post_init__(self):
     validate.fields(self)  # types first: a string where a size belongs is one clear line
@@ -144,6 +156,19 @@ class ModelConfig:
         raise errors.UserError(
             f"ModelConfig.{name}={getattr(self, name)!r}; use float32, bfloat16 or float16.")
 
+    kv = self.kv_heads
+    if kv <= 0 or self.n_heads % kv:
+      raise errors.UserError(f"ModelConfig.n_kv_heads={self.n_kv_heads} must divide n_heads="
+                             f"{self.n_heads} (0 = n_heads)")
+    if self.sliding_window < 0 or self.global_every < 1:
+      raise errors.UserError(f"ModelConfig.sliding_window={self.sliding_window} must be >= 0 and "
+                             f"global_every={self.global_every} >= 1")
+    if self.norm_eps <= 0 or self.embed_scale <= 0 or self.tied_head_scale < 0:
+      raise errors.UserError("ModelConfig.norm_eps and embed_scale must be > 0 and "
+                             "tied_head_scale >= 0 (0 = d_model**-0.5)")
+    if not -1 <= self.bos_id < self.vocab_size:
+      raise errors.UserError(f"ModelConfig.bos_id={self.bos_id} must be -1 (none) or an id "
+                             f"below vocab_size={self.vocab_size}")
     if self.hire_softmax is not None:
       self.hire_softmax.validate(self.vocab_size, self.d_model)
     if self.hire_ffn is not None:
@@ -161,17 +186,39 @@ class ModelConfig:
     return self.hire_softmax is not None or self.hire_ffn is not None
 
   @property
+  def kv_heads(self) -> int:
+    """KV heads (n_kv_heads, or n_heads when 0)."""
+    return self.n_kv_heads or self.n_heads
+
+  @property
+  def gated(self) -> bool:
+    """Whether the FFN has a gate matrix W_gate (swiglu, geglu)."""
+    return self.activation in ("swiglu", "geglu")
+
+  def window(self, layer: int) -> int:
+    """Positions layer `layer` attends back to (its own included); 0 = all (a global layer)."""
+    if not self.sliding_window or (layer + 1) % self.global_every == 0:
+      return 0
+    return self.sliding_window
+
+  def layer_rope_base(self, layer: int) -> float:
+    return self.rope_local_base if self.window(layer) else self.rope_base
+
+  @property
+  def head_scale(self) -> float:
+    """The tied output layer's multiplier of the embedding."""
+    return self.tied_head_scale or self.d_model**-0.5
+
+  @property
   def compute_dtype(self):
     return jnp.dtype(self.dtype)
 
   def num_params(self) -> int:
-    """Parameter count (embedding and output layer included)."""
-    ffn_mats = 3 if self.activation == "swiglu" else 2
-    attn = 4 * self.d_model * self.n_heads * self.d_head
-    ffn = ffn_mats * self.d_model * self.d_ff
-    block = attn + ffn + 2 * self.d_model
-    head = 0 if self.tie_embeddings else self.vocab_size * self.d_model
-    return self.vocab_size * self.d_model + self.n_layers * block + self.d_model + head
+    """Parameters of the model without its HiRE approximators (embedding and output layer
+    included), counted on the abstract parameter tree (`model.abstract_params`)."""
+    from hire_cli.nn import model  # noqa: PLC0415 - the model imports this module
+    dense = dataclasses.replace(self, hire_softmax=None, hire_ffn=None)
+    return sum(math.prod(x.shape) for x in model.abstract_params(dense).values())
 
   def train_flops_per_token(self, seq_len: int) -> float:
     """Model FLOPs of one training token (forward and backward) of the dense-equivalent model:

@@ -2,6 +2,8 @@
 variant (HIRE.md sections 1, 2 and 6). Benchmarks divide by these for achieved bandwidth and
 roofline speedups."""
 
+import dataclasses
+
 import jax.numpy as jnp
 
 from hire_cli import errors
@@ -42,13 +44,13 @@ def bytes_per_token(kind: str, n: int, d: int, rank: int, bits: int, k_prime: in
 def ffn_bytes_per_token(cfg: ModelConfig, weight_bytes: int = 2) -> dict:
   """Bytes of FFN weights read per token, one layer (HIRE.md section 2).
 
-  dense: `m F d`, m = 2 matrices (3 for swiglu). hire: the approximator (`approx.bytes_per_token`
+  dense: `m F d`, m = 2 matrices (3 when gated). hire: the approximator (`approx.bytes_per_token`
   with no exact rows) plus `m (k'_g + n_static) g d`. hire_batch: dynamic overlap, bytes per
   decoding step for the whole batch whatever its size: the approximator once plus
   `m (budget_g + n_static) g d`. All times `weight_bytes` (2 for bf16); a dense config has only
   "dense". Activations and group ids are not counted.
   """
-  m = 3 if cfg.activation == "swiglu" else 2
+  m = 3 if cfg.gated else 2
   f, d, wb = cfg.d_ff, cfg.d_model, weight_bytes
   out = {"dense": m * f * d * wb}
   if cfg.hire_ffn is None:
@@ -63,19 +65,33 @@ def ffn_bytes_per_token(cfg: ModelConfig, weight_bytes: int = 2) -> dict:
   return out
 
 
+def dense_tree_bytes(cfg: ModelConfig) -> dict:
+  """Bytes of the dense model's parameters by part, from its abstract parameter tree (the one
+  source of shapes): "attn" and "ffn" (all layers), "norms", "embed" and "head" (0 if tied)."""
+  import math  # noqa: PLC0415
+
+  from hire_cli.nn import model  # noqa: PLC0415 - model imports the layers this module reads
+  dense = dataclasses.replace(cfg, hire_softmax=None, hire_ffn=None)
+  out = dict.fromkeys(("attn", "ffn", "norms", "embed", "head"), 0)
+  for name, x in model.abstract_params(dense).items():
+    part = ("attn" if "/attn/" in name and "norm" not in name else "ffn" if "/ffn/" in name
+            else "norms" if "norm" in name else name.split("/")[0])
+    out[part] += math.prod(x.shape) * jnp.dtype(x.dtype).itemsize
+  return out
+
+
 def weight_bytes_per_step(cfg: ModelConfig, batch: int) -> float:
   """Bytes of weights one decode step reads (the batch shares them)."""
   wb = jnp.dtype(cfg.param_dtype).itemsize
   d, v = cfg.d_model, cfg.vocab_size
-  attn = 4 * d * cfg.n_heads * cfg.d_head * wb
+  tree = dense_tree_bytes(cfg)
   f = ffn_bytes_per_token(cfg, wb)
   if cfg.hire_ffn is None:
-    ffn_b = f["dense"]
+    ffn_b = tree["ffn"]
   elif cfg.hire_ffn.dynamic_overlap:
-    ffn_b = f["hire_batch"]
-  else:
-    ffn_b = f["approx"] + batch * (f["hire"] - f["approx"])  # each token its own groups
-  norms = (2 * cfg.n_layers + 1) * d * wb
+    ffn_b = cfg.n_layers * f["hire_batch"]
+  else:  # each token its own groups
+    ffn_b = cfg.n_layers * (f["approx"] + batch * (f["hire"] - f["approx"]))
   embed_rows = batch * d * wb
   if cfg.hire_softmax is None:
     head = v * d * wb
@@ -83,4 +99,4 @@ def weight_bytes_per_step(cfg: ModelConfig, batch: int) -> float:
     a, kp = cfg.hire_softmax.approx, cfg.hire_softmax.k_prime
     lr_part = bytes_per_token(a.kind, v, d, a.rank, a.bits, 0, wb, a.group_size)
     head = lr_part + batch * kp * d * wb
-  return cfg.n_layers * (attn + ffn_b) + norms + embed_rows + head
+  return tree["attn"] + ffn_b + tree["norms"] + embed_rows + head

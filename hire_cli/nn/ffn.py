@@ -33,7 +33,7 @@ class Ffn(nnx.Module):
     self.cfg = cfg
     d, f = cfg.d_model, cfg.d_ff
     self.w_in = param(rngs, (f, d), d**-0.5, ("mlp", "embed"), cfg)
-    if cfg.activation == "swiglu":
+    if cfg.gated:
       self.w_gate = param(rngs, (f, d), d**-0.5, ("mlp", "embed"), cfg)
     self.w_out = param(rngs, (f, d), f**-0.5 / math.sqrt(2 * cfg.n_layers), ("mlp", "embed"), cfg)
 
@@ -42,7 +42,7 @@ class Ffn(nnx.Module):
     dt = self.cfg.compute_dtype
     pre_BxLxF = jnp.einsum("bld,fd->blf", x_BxLxD, self.w_in[...].astype(dt))
     gate_BxLxF = None
-    if self.cfg.activation == "swiglu":
+    if self.cfg.gated:
       gate_BxLxF = jnp.einsum("bld,fd->blf", x_BxLxD, self.w_gate[...].astype(dt))
     return activate(pre_BxLxF, gate_BxLxF, self.cfg.activation)
 
@@ -105,7 +105,7 @@ class HiReFfn(Ffn):
   exact activations -> exact top-k_g among them. Static groups are always read and kept.
 
   The approximator predicts `W_in x`; the approximate activation is `act(W_in x)` for relu and
-  gelu. For swiglu (`silu(W_gate x) * W_in x`) it predicts the linear branch only and scores
+  gelu. For the gated ones (`act(W_gate x) * W_in x`) it predicts the linear branch only and scores
   groups by |W_in x|, i.e. the gate is treated as constant: one approximator, one matrix
   read, and `init_from_weights` stays the SVD of `W_in` for every activation.
   """
@@ -160,7 +160,7 @@ class HiReFfn(Ffn):
 
   def _groups_of(self, pre_XxF):
     h, s = self.cfg.hire_ffn, self.sizes
-    if self.cfg.activation != "swiglu":
+    if not self.cfg.gated:
       pre_XxF = activate(pre_XxF, None, self.cfg.activation)
     pre_XxGxg = pre_XxF.reshape(*pre_XxF.shape[:-1], s.groups, h.group_size)
     return group_scores(pre_XxGxg, h.score)[..., s.n_static:]
@@ -233,7 +233,7 @@ class HiReFfn(Ffn):
     shared = self.dynamic_overlap if shared is None else shared
     cand = self.shared_candidates(x_BxLxD) if shared else self.candidates(x_BxLxD)
     weights = {"w_in": self.w_in[...], "w_out": self.w_out[...]}
-    if self.cfg.activation == "swiglu":
+    if self.cfg.gated:
       weights["w_gate"] = self.w_gate[...]
     y, kept, read = ffn_groups.exact_step(weights, self.cfg, self.sizes, x_BxLxD, cand, shared)
     return {"y": y, "kept": kept, "read": read}

@@ -70,7 +70,7 @@ def _exact_rows(weights: dict, cfg: ModelConfig, sizes, x_PxQxD, read_PxC):
 
   pre = unflat(times_w(x_PxQxD, gather(weights["w_in"])))
   gate = None
-  if cfg.activation == "swiglu":
+  if cfg.gated:
     gate = unflat(times_w(x_PxQxD, gather(weights["w_gate"])))
   act_PxQxCxg = activate(pre, gate, cfg.activation)
   score_PxQxC = group_scores(act_PxQxCxg, h.score)

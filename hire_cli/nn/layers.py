@@ -13,14 +13,21 @@ def param(rngs: nnx.Rngs, shape, std: float, axes, cfg: ModelConfig) -> nnx.Para
 
 
 class RMSNorm(nnx.Module):
+  """x / rms(x) * (offset + w) over the last axis (of width `dim`, the model's D by default),
+  in float32; `offset` and eps come from the config (Gemma: 1 + w, w initialised to 0)."""
 
-  def __init__(self, cfg: ModelConfig):
-    self.scale = nnx.Param(jnp.ones((cfg.d_model,), jnp.dtype(cfg.param_dtype)), axes=("embed",))
+  def __init__(self, cfg: ModelConfig, dim: int = 0, axes=("embed",)):
+    self.offset, self.eps = cfg.norm_offset, cfg.norm_eps
+    init = jnp.full((dim or cfg.d_model,), 1.0 - cfg.norm_offset, jnp.dtype(cfg.param_dtype))
+    self.scale = nnx.Param(init, axes=axes)
 
   def __call__(self, x_BxLxD):
     x32 = x_BxLxD.astype(jnp.float32)
-    inv = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
-    return (x32 * inv * self.scale[...].astype(jnp.float32)).astype(x_BxLxD.dtype)
+    inv = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    scale = self.scale[...].astype(jnp.float32)
+    if self.offset:
+      scale = scale + self.offset
+    return (x32 * inv * scale).astype(x_BxLxD.dtype)
 
 
 def rope(x_BxLxHxK, pos_BxL, base: float):
@@ -39,4 +46,6 @@ def activate(pre_BxLxF, gate_BxLxF, activation: str):
     return jax.nn.relu(pre_BxLxF)
   if activation == "gelu":
     return jax.nn.gelu(pre_BxLxF)
+  if activation == "geglu":  # Gemma: tanh-approximated GELU of the gate
+    return jax.nn.gelu(gate_BxLxF, approximate=True) * pre_BxLxF
   return jax.nn.silu(gate_BxLxF) * pre_BxLxF  # swiglu

@@ -135,14 +135,14 @@ def ffn_serve(layer, x_XsxD, exact_too: bool = False):
   kl = k_loc(h, s.groups, s.k_prime_g, d)
   ns_loc = min(s.n_static, gl)
   arrays = layer.approx.serving_arrays()
-  names = ["w_in", "w_out"] + (["w_gate"] if cfg.activation == "swiglu" else [])
+  names = ["w_in", "w_out"] + (["w_gate"] if cfg.gated else [])
   weights = {n: getattr(layer, n)[...] for n in names}
   dt = cfg.compute_dtype
 
   def local(arrays, w_loc, x_XxD):
     i = jax.lax.axis_index(AXIS)
     pre_XxFl = approx.scores_from_serving(h.approx, cfg.d_model, arrays, x_XxD)
-    if cfg.activation != "swiglu":
+    if not cfg.gated:
       pre_XxFl = activate(pre_XxFl, None, cfg.activation)
     s_XxGl = ffn_groups.group_scores(pre_XxFl.reshape(-1, gl, g), h.score)
     s_XxGl = jnp.where(i * gl + jnp.arange(gl) < s.n_static, -jnp.inf, s_XxGl)

@@ -30,70 +30,109 @@ REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_bat
 
 
 class Attention(nnx.Module):
-  """Causal multi-head attention. With a cache (keys and values at positions < `index`), the
-  L new tokens attend to it and to themselves; their keys and values are returned for
-  `write_cache`."""
+  """Causal attention with grouped-query heads (H query heads share G = kv_heads key/value
+  heads, R = H / G each), an optional QK-norm and, on a windowed layer, a sliding window. With a
+  cache (keys and values at positions < `index`), the L new tokens attend to it and to
+  themselves; their keys and values are returned for `write_cache`."""
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, layer: int = 0, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    d, h, k = cfg.d_model, cfg.n_heads, cfg.d_head
-    self.w_qkv = param(rngs, (d, 3, h, k), d**-0.5, ("embed", None, "heads", "kv"), cfg)
+    self.window, self.rope_base = cfg.window(layer), cfg.layer_rope_base(layer)
+    d, h, k, g = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.kv_heads
+    if g == h:  # one fused matrix (hire's own models): one product per step
+      self.w_qkv = param(rngs, (d, 3, h, k), d**-0.5, ("embed", None, "heads", "kv"), cfg)
+    else:
+      self.w_q = param(rngs, (d, h, k), d**-0.5, ("embed", "heads", "kv"), cfg)
+      self.w_kv = param(rngs, (d, 2, g, k), d**-0.5, ("embed", None, "heads", "kv"), cfg)
     self.w_out = param(rngs, (h, k, d), (h * k)**-0.5 / math.sqrt(2 * cfg.n_layers),
                         ("heads", "kv", "embed"), cfg)
+    if cfg.qk_norm:
+      self.q_norm = RMSNorm(cfg, k, ("kv",))
+      self.k_norm = RMSNorm(cfg, k, ("kv",))
+
+  def _project(self, x_BxLxD):
+    dt = self.cfg.compute_dtype
+    # The outputs keep W's (t h k) order: asking for "tblhk" made XLA:CPU transpose all of W
+    # (a copy of 3 D H K floats) on every call, ~20x the cost of the product at decode.
+    if hasattr(self, "w_qkv"):
+      qkv_BxLx3xHxK = jnp.einsum("bld,dthk->blthk", x_BxLxD, self.w_qkv[...].astype(dt))
+      return qkv_BxLx3xHxK[:, :, 0], qkv_BxLx3xHxK[:, :, 1], qkv_BxLx3xHxK[:, :, 2]
+    q_BxLxHxK = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.w_q[...].astype(dt))
+    kv_BxLx2xGxK = jnp.einsum("bld,dtgk->bltgk", x_BxLxD, self.w_kv[...].astype(dt))
+    return q_BxLxHxK, kv_BxLx2xGxK[:, :, 0], kv_BxLx2xGxK[:, :, 1]
+
+  def _mask(self, q_pos_L, k_pos_S):
+    """Which keys each query sees: causal, and within the window on a windowed layer."""
+    ok_LxS = k_pos_S[None, :] <= q_pos_L[:, None]
+    if self.window:
+      ok_LxS &= q_pos_L[:, None] - k_pos_S[None, :] < self.window
+    return ok_LxS
 
   def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None):
     cfg, dt = self.cfg, self.cfg.compute_dtype
-    # The output keeps W's (t h k) order: asking for "tblhk" made XLA:CPU transpose all of W
-    # (a copy of 3 D H K floats) on every call, ~20x the cost of the product at decode.
-    qkv_BxLx3xHxK = jnp.einsum("bld,dthk->blthk", x_BxLxD, self.w_qkv[...].astype(dt))
-    q_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 0], pos_BxL, cfg.rope_base)
-    k_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 1], pos_BxL, cfg.rope_base)
-    v_BxLxHxK = qkv_BxLx3xHxK[:, :, 2]
-    # Head-major B x H x S x K (stored B x S x H x K, the cache was transposed every step), and
-    # the new keys attended to apart from the cached ones, so the cache itself is only read.
-    q_BxHxLxK, k_BxHxLxK, v_BxHxLxK = (a.transpose(0, 2, 1, 3).astype(dt)
-                                       for a in (q_BxLxHxK, k_BxLxHxK, v_BxLxHxK))
+    q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self._project(x_BxLxD)
+    if cfg.qk_norm:
+      q_BxLxHxK, k_BxLxGxK = self.q_norm(q_BxLxHxK), self.k_norm(k_BxLxGxK)
+    q_BxLxHxK = rope(q_BxLxHxK, pos_BxL, self.rope_base)
+    k_BxLxGxK = rope(k_BxLxGxK, pos_BxL, self.rope_base)
+    b, l, h, k = q_BxLxHxK.shape
+    g = k_BxLxGxK.shape[2]
+    # Head-major B x G x R x L x K (the R query heads of a KV head side by side), keys and
+    # values B x G x L x K (stored B x S x H x K, the cache was transposed every step); the new
+    # keys are attended to apart from the cached ones, so the cache itself is only read.
+    q_BxGxRxLxK = q_BxLxHxK.reshape(b, l, g, h // g, k).transpose(0, 2, 3, 1, 4).astype(dt)
+    k_BxGxLxK, v_BxGxLxK = (a.transpose(0, 2, 1, 3).astype(dt) for a in (k_BxLxGxK, v_BxLxGxK))
     scale = cfg.d_head**-0.5
-    l = x_BxLxD.shape[1]
-    causal_LxL = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]
-    new_BxHxLxL = jnp.einsum("bhlk,bhmk->bhlm", q_BxHxLxK, k_BxHxLxK).astype(jnp.float32) * scale
-    new_BxHxLxL = jnp.where(causal_LxL, new_BxHxLxL, -1e30)
+    pos_L = jnp.arange(l)
+    new_BxGxRxLxL = jnp.einsum("bgrlk,bgmk->bgrlm", q_BxGxRxLxK, k_BxGxLxK).astype(
+        jnp.float32) * scale
+    new_BxGxRxLxL = jnp.where(self._mask(pos_L, pos_L), new_BxGxRxLxL, -1e30)
     if cache is None:
-      probs_BxHxLxL = jax.nn.softmax(new_BxHxLxL, axis=-1).astype(dt)
-      ctx_BxHxLxK = jnp.einsum("bhlm,bhmk->bhlk", probs_BxHxLxL, v_BxHxLxK)
+      probs = jax.nn.softmax(new_BxGxRxLxL, axis=-1).astype(dt)
+      ctx_BxGxRxLxK = jnp.einsum("bgrlm,bgmk->bgrlk", probs, v_BxGxLxK)
       new_cache = None
     else:  # keys at positions < index come from the cache
       old_k, old_v = cache["k"].astype(dt), cache["v"].astype(dt)
-      old_BxHxLxS = jnp.einsum("bhlk,bhsk->bhls", q_BxHxLxK, old_k).astype(jnp.float32) * scale
-      old_BxHxLxS = jnp.where(jnp.arange(old_k.shape[2]) < index, old_BxHxLxS, -1e30)
-      probs = jax.nn.softmax(jnp.concatenate([old_BxHxLxS, new_BxHxLxL], -1), axis=-1).astype(dt)
       s = old_k.shape[2]
-      ctx_BxHxLxK = (jnp.einsum("bhls,bhsk->bhlk", probs[..., :s], old_v)
-                     + jnp.einsum("bhlm,bhmk->bhlk", probs[..., s:], v_BxHxLxK))
+      old_BxGxRxLxS = jnp.einsum("bgrlk,bgsk->bgrls", q_BxGxRxLxK, old_k).astype(
+          jnp.float32) * scale
+      pos_S = jnp.arange(s)
+      seen_LxS = (pos_S < index)[None, :] & self._mask(index + pos_L, pos_S)
+      old_BxGxRxLxS = jnp.where(seen_LxS, old_BxGxRxLxS, -1e30)
+      probs = jax.nn.softmax(jnp.concatenate([old_BxGxRxLxS, new_BxGxRxLxL], -1),
+                             axis=-1).astype(dt)
+      ctx_BxGxRxLxK = (jnp.einsum("bgrls,bgsk->bgrlk", probs[..., :s], old_v)
+                       + jnp.einsum("bgrlm,bgmk->bgrlk", probs[..., s:], v_BxGxLxK))
       # The new keys and values only: `write_cache` puts them at `index` in a separate
       # program. Updating the cache here, where it is also read, made XLA:CPU copy the whole
       # cache twice per layer and step (3x slower at batch 8, context 1024).
-      new_cache = {"k": k_BxHxLxK.astype(cache["k"].dtype), "v": v_BxHxLxK.astype(cache["v"].dtype)}
-    ctx_BxLxHxK = ctx_BxHxLxK.transpose(0, 2, 1, 3)
+      new_cache = {"k": k_BxGxLxK.astype(cache["k"].dtype), "v": v_BxGxLxK.astype(cache["v"].dtype)}
+    ctx_BxLxHxK = ctx_BxGxRxLxK.transpose(0, 3, 1, 2, 4).reshape(b, l, h, k)
     out_BxLxD = jnp.einsum("blhk,hkd->bld", ctx_BxLxHxK, self.w_out[...].astype(dt))
     return out_BxLxD, new_cache
 
 
 class Block(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, layer: int = 0, *, rngs: nnx.Rngs):
     self.attn_norm = RMSNorm(cfg)
-    self.attn = Attention(cfg, rngs=rngs)
+    self.attn = Attention(cfg, layer, rngs=rngs)
     self.ffn_norm = RMSNorm(cfg)
     self.ffn = make_ffn(cfg, rngs=rngs)
+    if cfg.post_norms:  # Gemma: the outputs of attention and the FFN are normalised too
+      self.post_attn_norm = RMSNorm(cfg)
+      self.post_ffn_norm = RMSNorm(cfg)
 
   def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None, ffn_path="__call__"):
     """`ffn_path` names the FFN's forward ("__call__", "served" or "with_aux", see `ffn.py`);
     attention has one path."""
     a_BxLxD, new_cache = self.attn(self.attn_norm(x_BxLxD), pos_BxL, cache, index)
+    f = getattr(self.ffn, ffn_path)
+    if hasattr(self, "post_attn_norm"):
+      x_BxLxD = x_BxLxD + self.post_attn_norm(a_BxLxD)
+      return x_BxLxD + self.post_ffn_norm(f(self.ffn_norm(x_BxLxD))), new_cache
     x_BxLxD = x_BxLxD + a_BxLxD
-    x_BxLxD = x_BxLxD + getattr(self.ffn, ffn_path)(self.ffn_norm(x_BxLxD))
-    return x_BxLxD, new_cache
+    return x_BxLxD + f(self.ffn_norm(x_BxLxD)), new_cache
 
 
 class Transformer(nnx.Module):
@@ -103,7 +142,7 @@ class Transformer(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.embed = param(rngs, (cfg.vocab_size, cfg.d_model), 1.0, ("vocab", "embed"), cfg)
-    self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+    self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
     self.final_norm = RMSNorm(cfg)
     self.head = make_head(cfg, rngs=rngs)
 
@@ -154,6 +193,8 @@ class Transformer(nnx.Module):
     # gathers weights sharded over the batch's devices (FSDP) instead of the activations.
     constrain = constrain or (lambda x: x)
     x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0).astype(self.cfg.compute_dtype)
+    if self.cfg.embed_scale != 1.0:
+      x_BxLxD = x_BxLxD * jnp.asarray(self.cfg.embed_scale, x_BxLxD.dtype)
     x_BxLxD = constrain(x_BxLxD)
     new_caches = []
     for i, block in enumerate(self.blocks):
@@ -169,15 +210,19 @@ class Transformer(nnx.Module):
     return h_BxLxD, (None if cache is None else new_caches)
 
   def head_weight(self):
-    """The output layer's W (V x D), tied or not."""
+    """The output layer's W (V x D), tied or not. Tied, it is the embedding times
+    `cfg.head_scale`: `logits` scales h instead, so a step never rewrites all of W."""
     if self.head is None:
-      return self.embed[...] * (self.cfg.d_model**-0.5)
+      return self.embed[...] * self.cfg.head_scale
     return self.head.w[...]
 
   def logits(self, h_BxLxD):
     """Exact logits_BxLxV."""
     if self.head is None:
-      w_VxD = self.head_weight().astype(self.cfg.compute_dtype)
+      scale = self.cfg.head_scale
+      if scale != 1.0:  # B L D multiplies instead of V D (a tied 262k head read W twice)
+        h_BxLxD = h_BxLxD * jnp.asarray(scale, h_BxLxD.dtype)
+      w_VxD = self.embed[...].astype(self.cfg.compute_dtype)
       return jnp.einsum("bld,vd->blv", h_BxLxD, w_VxD)
     return self.head(h_BxLxD)
 
@@ -190,7 +235,7 @@ class Transformer(nnx.Module):
 
 
 def cache_with(cache, new_kv, index):
-  """The cache with the new keys and values (B x H x L x K per layer, from `Transformer`)
+  """The cache with the new keys and values (B x G x L x K per layer, from `Transformer`)
   stored at positions index .. index+L-1."""
   return [{n: jax.lax.dynamic_update_slice_in_dim(c[n], kv[n], index, axis=2) for n in ("k", "v")}
           for c, kv in zip(cache, new_kv)]
@@ -201,7 +246,16 @@ write_cache = jax.jit(cache_with, donate_argnums=0)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int | None = None, dtype=None):
-  """Zeroed KV cache: one {'k','v'} dict of B x H x S x K arrays per layer."""
-  shape = (batch, cfg.n_heads, length or cfg.max_len, cfg.d_head)
+  """Zeroed KV cache: one {'k','v'} dict of B x G x S x K arrays per layer (G KV heads)."""
+  shape = (batch, cfg.kv_heads, length or cfg.max_len, cfg.d_head)
   dt = dtype or cfg.compute_dtype
   return [{"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)} for _ in range(cfg.n_layers)]
+
+
+def abstract_params(cfg: ModelConfig) -> dict:
+  """{"blocks/0/attn/w_out": ShapeDtypeStruct, ...}: the parameter tree of `cfg`'s model without
+  allocating it; the parameter count, the cost model and checkpoint checks read shapes here."""
+  abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  leaves = jax.tree_util.tree_flatten_with_path(nnx.state(abstract, nnx.Param))[0]
+  return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path[:-1]
+                   if getattr(k, "key", None) != "value"): v for path, v in leaves}
