@@ -76,23 +76,26 @@ def hf_weights(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
   gemma = cfg["arch"] == "gemma3"
   # Gemma's HF norm weight is a delta from 1; llama's is the multiplier itself.
   norm = (lambda n: _normal(rng, n, 0.2)) if gemma else (lambda n: 1 + _normal(rng, n, 0.2))
-  w = {"token_embd.weight": _normal(rng, (cfg["vocab_size"], d), 0.5)}
+  # Scales chosen so that greedy decoding does not lock onto one token at once: with tied
+  # embeddings a token's own row dominates unless the layers' outputs are large enough.
+  emb, out_gain = (0.3, 1.0) if gemma else (0.2, 3.0)
+  w = {"token_embd.weight": _normal(rng, (cfg["vocab_size"], d), emb)}
   for i in range(cfg["n_layer"]):
     p = f"blk.{i}."
     w[p + "attn_norm.weight"] = norm(d)
     w[p + "attn_q.weight"] = _normal(rng, (q_dim, d), d ** -0.5)
     w[p + "attn_k.weight"] = _normal(rng, (kv_dim, d), d ** -0.5)
     w[p + "attn_v.weight"] = _normal(rng, (kv_dim, d), d ** -0.5)
-    w[p + "attn_output.weight"] = _normal(rng, (d, q_dim), q_dim ** -0.5)
+    w[p + "attn_output.weight"] = _normal(rng, (d, q_dim), out_gain * q_dim ** -0.5)
     if gemma:
       w[p + "attn_q_norm.weight"] = norm(hd)
       w[p + "attn_k_norm.weight"] = norm(hd)
-      w[p + "post_attention_norm.weight"] = norm(d)
-      w[p + "post_ffw_norm.weight"] = norm(d)
+      w[p + "post_attention_norm.weight"] = 7 + norm(d)  # large, as in the real model
+      w[p + "post_ffw_norm.weight"] = 7 + norm(d)
     w[p + "ffn_norm.weight"] = norm(d)
     w[p + "ffn_gate.weight"] = _normal(rng, (f, d), d ** -0.5)
     w[p + "ffn_up.weight"] = _normal(rng, (f, d), d ** -0.5)
-    w[p + "ffn_down.weight"] = _normal(rng, (d, f), f ** -0.5)
+    w[p + "ffn_down.weight"] = _normal(rng, (d, f), out_gain * f ** -0.5)
   w["output_norm.weight"] = norm(d)
   return w
 
