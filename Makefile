@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test bench quality quality-long clean data
+.PHONY: install demo test bench quality quality-long clean data reference
 
 $(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,17 @@ data: $(STAMP)
 	$(BIN)/python data/build_corpus.py
 	$(BIN)/python data/build_vocab.py
 	$(BIN)/python data/build_downstream.py
+
+# The reference venv (llama.cpp through llama-cpp-python, compiled from its sdist: ~15 min on 2
+# cores) for tests/reference/make_reference.py and benchmarks/llamacpp_reference.py. Not part of
+# `make test`: the stored references need no llama.cpp.
+REF_VENV := .venv-ref
+$(REF_VENV)/.installed:
+	test -d $(REF_VENV) || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install -q llama-cpp-python==0.3.36 gguf==0.19.0 numpy==2.4.6
+	touch $@
+
+reference: $(REF_VENV)/.installed
 
 clean:
 	rm -rf runs data/tfds

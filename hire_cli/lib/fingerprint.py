@@ -58,6 +58,11 @@ def _vocab_signature(vocab) -> str:
   if path and tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path, "rb") as f:
       return "sentencepiece:" + hashlib.sha1(f.read()).hexdigest()
+  path = getattr(vocab, "tokenizer_file", None)  # hf_vocab.TokenizersVocabulary
+  if path and tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path, "rb") as f:
+      ids = repr((vocab.eos_id, vocab.unk_id)).encode()  # from tokenizer_config.json
+      return "tokenizers:" + hashlib.sha1(f.read() + ids).hexdigest()
   return f"{type(vocab).__name__}:{getattr(vocab, 'vocab_size', '?')}"
 
 

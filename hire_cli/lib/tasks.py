@@ -18,7 +18,7 @@ import seqio
 import tensorflow as tf
 
 from hire_cli import errors, paths
-from hire_cli.lib import data_config, text_source, tfds_corpus
+from hire_cli.lib import data_config, hf_vocab, text_source, tfds_corpus
 
 PUBLIC_SOURCES = {
     "lm1b_lm": ("lm1b:1.1.0", "text"),
@@ -34,17 +34,24 @@ except RuntimeError:  # already initialised; nothing to do
   pass
 
 
+Vocab = seqio.SentencePieceVocabulary | hf_vocab.TokenizersVocabulary
+
+
 @functools.lru_cache(maxsize=None)
-def _vocab(path: str) -> seqio.SentencePieceVocabulary:
-  return seqio.SentencePieceVocabulary(path)  # loads the model on first use
+def _vocab(path: str) -> Vocab:
+  """A tokenizers .json (what `hire import` writes for byte-level BPE models) or a SentencePiece
+  .model, which loads on first use."""
+  if path.endswith(".json"):
+    return hf_vocab.TokenizersVocabulary(path)
+  return seqio.SentencePieceVocabulary(path)
 
 
-def vocabulary(path: str = "") -> seqio.SentencePieceVocabulary:
+def vocabulary(path: str = "") -> Vocab:
   path = path or str(paths.default_vocab_path())
   if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
     raise errors.UserError(
         f"vocabulary {path} not found (or a folder); run `python data/build_vocab.py` or set VOCAB_PATH to a "
-        "SentencePiece .model file")
+        "SentencePiece .model file or a tokenizers .json file")
   return _vocab(path)
 
 
