@@ -126,7 +126,7 @@ def model_gin(cfg: ModelConfig, model_dir: pathlib.Path, vocab: str, source: str
            "# points here and no --gin_file is given; later --gin_file and --gin.X win.",
            "MODEL = @ModelConfig()"]
   for f in dataclasses.fields(cfg):
-    if f.name not in ("hire_softmax", "hire_ffn"):
+    if f.name not in ("hire_softmax", "hire_ffn", "remat"):  # remat: pretrain.gin's REMAT
       lines.append(f"ModelConfig.{f.name} = {getattr(cfg, f.name)!r}")
   lines += [f"MODEL_DIR = {str(model_dir)!r}", f"VOCAB_PATH = {vocab!r}"]
   return "\n".join(lines) + "\n"

@@ -43,14 +43,15 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data_config.D
                            "greedy)")
   vocab = vocab_lib.load(data_cfg.vocab_path)
   ids = vocab.encode(prompt)
-  if len(ids) + num_tokens > model.max_len:
+  bos = [model.bos_id] if model.bos_id >= 0 else []  # a model trained with BOS first (Gemma)
+  if len(bos + ids) + num_tokens > model.max_len:
     raise errors.UserError(
         f"prompt ({len(ids)} tokens) + {num_tokens} new tokens exceeds the model's context "
         f"max_len={model.max_len}; shorten the prompt or lower GENERATE_TOKENS")
   mesh = sharding.make_mesh(mesh_cfg)
   _, graphdef, params = checkpoint.restore_params(model_dir, model, mesh)
   graphdef, params = served.prepare(graphdef, params, mesh)  # the tensors a HiRE server keeps
-  prompt_1xL = np.asarray([ids], np.int32)
+  prompt_1xL = np.asarray([bos + ids], np.int32)
   has_hire = model.has_hire
 
   def run(use_hire, stream, temp):
@@ -126,6 +127,8 @@ def _compare_passages(graphdef, params, model: ModelConfig, data_cfg, vocab, num
   if n > len(rows):
     raise errors.UserError(f"COMPARE_PROMPTS={n} but the validation split has {len(rows)} rows")
   prompts_NxP = np.asarray(rows[:n, :prompt_len], np.int32)
+  if model.bos_id >= 0:
+    prompts_NxP = np.concatenate([np.full((n, 1), model.bos_id, np.int32), prompts_NxP[:, :-1]], 1)
   dense_NxT, hire_NxT = (np.asarray(decode.generate(graphdef, params, model, prompts_NxP,
                                                     num_tokens, served=h)) for h in (False, True))
   same_NxT = np.concatenate([dense_NxT == hire_NxT,
