@@ -68,7 +68,7 @@ PROMPTS = [
 
 def no_extra_buffer_types() -> None:
   """Loads weights without llama.cpp's extra CPU buffer types (runtime repacking, AMX). On this
-  build (GGML_NATIVE, a CPU with AMX_INT8) SmolLM2's Q4_1 file segfaults in the first decode
+  build (GGML_NATIVE, a CPU with AMX_INT8) the Q4_1 and Q4_K_M files segfault in a decode
   with them; Llama() has no argument for it, hence the patched defaults."""
   default = llama_cpp.llama_model_default_params
 
