@@ -88,3 +88,26 @@ def test_a_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
     tasks.import_modules(("needy_tasks",))
   with pytest.raises(errors.UserError, match="'nowhere_tasks' was not found; put the folder"):
     tasks.import_modules(("nowhere_tasks",))
+
+
+def test_a_tokenizers_json_is_a_seqio_vocabulary_in_tf_data(tmp_path):
+  """`hire import` writes a tokenizer.json for byte-level BPE models: tasks.vocabulary reads it
+  as a seqio Vocabulary whose tf.data path gives the Python path's ids, ending text at EOS."""
+  import gguf
+  import tensorflow as tf
+
+  from hire_cli.lib import gguf_vocab, hf_vocab
+  from tests import test_gguf_vocab
+  path = gguf_vocab.write_vocabulary(
+      gguf.GGUFReader(test_gguf_vocab.write_bpe(tmp_path / "b.gguf")), tmp_path)
+  vocab = tasks.vocabulary(str(path))
+  assert isinstance(vocab, hf_vocab.TokenizersVocabulary)
+  assert (vocab.eos_id, vocab.unk_id, vocab.bos_id, vocab.pad_id) == (2, 0, 1, 0)
+  texts = ["hello world", "é ü 123", ""]
+  want = [vocab.encode(t) for t in texts]
+  ds = tf.data.Dataset.from_tensor_slices(texts).map(vocab.encode_tf)
+  assert [list(x.numpy()) for x in ds] == want
+  assert vocab.encode_tf(tf.constant(texts)).to_list() == want
+  ids = tf.constant([want[0] + [2] + want[0], want[0] + [0] * (len(want[0]) + 1)])
+  assert [s.decode() for s in vocab.decode_tf(ids).numpy()] == ["hello world"] * 2
+  assert vocab.decode(want[0] + [2, 5]) == "hello world" and vocab == tasks.vocabulary(str(path))

@@ -50,8 +50,8 @@ def vocabulary(path: str = "") -> Vocab:
   path = path or str(paths.default_vocab_path())
   if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
     raise errors.UserError(
-        f"vocabulary {path} not found (or a folder); run `python data/build_vocab.py` or set VOCAB_PATH to a "
-        "SentencePiece .model file or a tokenizers .json file")
+        f"vocabulary {path} not found (or a folder); run `python data/build_vocab.py` or set "
+        "VOCAB_PATH to a SentencePiece .model file or a tokenizers .json file")
   return _vocab(path)
 
 

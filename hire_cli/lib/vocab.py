@@ -74,6 +74,6 @@ def load(path: str = "") -> Vocabulary | JsonVocabulary:
   path = path or str(paths.default_vocab_path())
   if not pathlib.Path(path).is_file():
     raise errors.UserError(
-        f"vocabulary {path} not found (or a folder); run `python data/build_vocab.py` or set VOCAB_PATH to a "
-        "SentencePiece .model file or a tokenizers .json file")
+        f"vocabulary {path} not found (or a folder); run `python data/build_vocab.py` or set "
+        "VOCAB_PATH to a SentencePiece .model file or a tokenizers .json file")
   return JsonVocabulary(path) if path.endswith(".json") else Vocabulary(path)
