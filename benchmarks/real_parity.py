@@ -50,12 +50,14 @@ def compare(model_dir: str, reference: str) -> dict:
     h, _ = model(tokens_1xL)
     return model.logits(h)
 
-  same, d_top, d_lse, nll = [], [], [], []
+  same, d_top, d_lse, nll, gaps = [], [], [], [], []
   for n, length in enumerate(lengths_N):
     row_L = tokens_NxL[n, :length]
     logits_LxV = np.asarray(logits_fn(jnp.asarray(row_L[None])))[0].astype(np.float64)
     top_LxK, ref_top_LxK = ref["top_ids_NxLxK"][n, :length], ref["top_logits_NxLxK"][n, :length]
     same.append(logits_LxV.argmax(-1) == top_LxK[:, 0])
+    # where first place differs: how close llama.cpp's own first two were (a near-tie?)
+    gaps += (ref_top_LxK[~same[-1], 0] - ref_top_LxK[~same[-1], 1]).tolist()
     d_top.append(np.abs(np.take_along_axis(logits_LxV, top_LxK, -1) - ref_top_LxK))
     m = logits_LxV.max(-1, keepdims=True)
     lse_L = (m[:, 0] + np.log(np.exp(logits_LxV - m).sum(-1)))
@@ -74,6 +76,7 @@ def compare(model_dir: str, reference: str) -> dict:
       "reference_build": json.loads(str(ref["build_json"])),
       "prompts": int(len(lengths_N)), "positions": int(same.size),
       "top1_identical": float(same.mean()), "top1_differ": int((~same).sum()),
+      "top1_differ_reference_gap": gaps,  # llama.cpp's logit 1 - logit 2 there
       "top64_logit_max_abs_diff": float(d_top.max()),
       "top64_logit_mean_abs_diff": float(d_top.mean()),
       "logsumexp_max_abs_diff": float(d_lse.max()),

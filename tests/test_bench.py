@@ -104,3 +104,14 @@ def test_topk_method_variants():
   for bad in ("hire:nope", "dense:da_top_k"):
     with pytest.raises(errors.UserError, match="top-k method"):
       bench.variant_configs(TINY, [bad])
+
+
+def test_weak_dense_baseline_warns():
+  """A dense case under half the measured bandwidth gets one warning; HiRE cases and a sound
+  dense case get none (a tied 262k head once decoded at 16%)."""
+  from hire_cli.runs import bench
+  cases = [{"variant": "dense", "batch": 1, "context": 64, "bandwidth_fraction": 0.16},
+           {"variant": "dense", "batch": 8, "context": 64, "bandwidth_fraction": 0.82},
+           {"variant": "hire_softmax", "batch": 1, "context": 64, "bandwidth_fraction": 0.1}]
+  lines = bench.weak_baseline(cases)
+  assert len(lines) == 1 and "16%" in lines[0] and "batch 1" in lines[0]

@@ -152,8 +152,25 @@ def bench_latency(*, model_dir: str, model: ModelConfig, mesh_cfg: sharding.Mesh
     reporting.write_json(out, result)
     bench_report.plot(cases, out.with_suffix(".png"))
   reporting.say(bench_report.format_table(result))
+  for line in weak_baseline(cases):
+    reporting.say(line)
   reporting.say(f"Wrote {out}")
   return result
+
+
+# A dense decode that streams its weights at under this fraction of the measured bandwidth is a
+# weak baseline: any speedup quoted against it overstates HiRE (a tied 262k head once ran at 16%).
+WEAK_DENSE_FRACTION = 0.5
+
+
+def weak_baseline(cases: list[dict]) -> list[str]:
+  """One warning line per dense case below WEAK_DENSE_FRACTION of the measured bandwidth."""
+  return [f"WARNING: dense at batch {c['batch']} context {c['context']} streams its weights at "
+          f"{100 * c['bandwidth_fraction']:.0f}% of the measured bandwidth (under "
+          f"{100 * WEAK_DENSE_FRACTION:.0f}%): a weak baseline, so speedups against it overstate "
+          "HiRE; profile the dense step (docs/benchmarks.md) before quoting them"
+          for c in cases if c["variant"] == "dense"
+          and c["bandwidth_fraction"] < WEAK_DENSE_FRACTION]
 
 
 def _default_variants(model: ModelConfig, init: str, max_batch: int) -> list[str]:

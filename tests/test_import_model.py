@@ -1,0 +1,84 @@
+"""`hire import` from the command line: a tiny GGUF becomes a run folder that generate reads
+with --gin.MODEL_DIR alone; bad input is one line, exit 2, and nothing written."""
+
+import json
+import pathlib
+import shutil
+
+import gguf
+import pytest
+
+from hire_cli.cli import runner
+from tests import gguf_fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+  return gguf_fixtures.write_tiny_gemma3(tmp_path_factory.mktemp("g") / "tiny_gemma3.gguf")
+
+
+def _import(path, model_dir, **extra):
+  return runner.execute("import", None, [f"MODEL_DIR = {str(model_dir)!r}"],
+                        source={"gguf": str(path), "pretrained_name": "", **extra})
+
+
+def test_import_then_generate_with_model_dir_alone(tiny_gguf, tmp_path, capsys):
+  run = tmp_path / "run"
+  assert _import(tiny_gguf, run) == 0
+  assert {p.name for p in run.iterdir()} == {"checkpoints", "model.gin", "vocab",
+                                               "provenance.json"}
+  record = json.loads((run / "provenance.json").read_text())
+  assert record["architecture"] == "gemma3" and len(record["sha256"]) == 64
+  assert "ModelConfig.sliding_window = 8" in (run / "model.gin").read_text()
+  capsys.readouterr()
+  code = runner.execute("generate", None, [f"MODEL_DIR = {str(run)!r}", "GENERATE_TOKENS = 4"],
+                        prompt="hello")
+  assert code == 0, capsys.readouterr().err
+  # The folder is refused as a target of another import, and left as it was.
+  before = sorted(str(p) for p in run.rglob("*"))
+  assert _import(tiny_gguf, run) == 2
+  assert sorted(str(p) for p in run.rglob("*")) == before
+
+
+def _rewrite(src, dst, arch=None, drop=None):
+  """A copy of the GGUF at `src` with another architecture name or without tensor `drop`."""
+  r = gguf.GGUFReader(str(src))
+  new_arch = arch or r.fields["general.architecture"].contents()
+  w = gguf.GGUFWriter(str(dst), new_arch)
+  for key, field in r.fields.items():
+    if key.startswith("GGUF.") or key == "general.architecture":
+      continue
+    value, vtype = field.contents(), field.types[0]
+    if vtype == gguf.GGUFValueType.ARRAY:
+      w.add_key_value(key, value, vtype, sub_type=field.types[-1])
+    else:
+      w.add_key_value(key, value, vtype)
+  for t in r.tensors:
+    if t.name != drop:
+      w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return dst
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncated", "not a readable GGUF"), ("arch", "unsupported architecture 'mamba'"),
+    ("missing", "lacks tensor blk.3.post_ffw_norm.weight"), ("absent", "not found")])
+def test_bad_input_is_one_line_and_writes_nothing(tiny_gguf, tmp_path, capsys, damage, message):
+  bad = tmp_path / "bad.gguf"
+  if damage == "truncated":
+    bad.write_bytes(tiny_gguf.read_bytes()[:5000])
+  elif damage == "arch":
+    _rewrite(tiny_gguf, bad, arch="mamba")
+  elif damage == "missing":
+    _rewrite(tiny_gguf, bad, drop="blk.3.post_ffw_norm.weight")
+  capsys.readouterr()
+  run = tmp_path / "run"
+  assert _import(bad, run) == 2
+  err = capsys.readouterr().err.strip()
+  assert message in err and len(err.splitlines()) == 1, err
+  assert not run.exists() and [p.name for p in tmp_path.iterdir()] == (
+      [] if damage == "absent" else ["bad.gguf"])
+  shutil.rmtree(tmp_path)
