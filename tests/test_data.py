@@ -41,6 +41,14 @@ def test_lm_inputs_match_seqio_feature_converter(val_rows):
                                 np.stack([e["decoder_input_tokens"] for e in ex]))
 
 
+def test_lm_inputs_put_the_first_id_first_and_default_to_0():
+  targets_BxL = np.array([[5, 6, 7], [8, 9, 10]], np.int32)
+  np.testing.assert_array_equal(data.lm_inputs(targets_BxL), [[0, 5, 6], [0, 8, 9]])
+  bos_BxL = data.lm_inputs(targets_BxL, first=2)  # Gemma's bos_id
+  np.testing.assert_array_equal(bos_BxL, [[2, 5, 6], [2, 8, 9]])
+  assert bos_BxL.dtype == np.int32
+
+
 def test_batch_stream_is_a_function_of_step_and_shards_cover_the_batch(val_rows):
   a = data.BatchStream(val_rows, 8, seed=3)
   b = data.BatchStream(val_rows, 8, seed=3)

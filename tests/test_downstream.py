@@ -179,3 +179,27 @@ def test_minimal_pairs_error_bars_and_items(tmp_path):
   assert 30 < lo < 80 < hi < 100
   assert found["downstream/mp_x/hire_minus_exact"] == 0.0  # k' = V: HiRE scores exactly
   assert found["downstream/mp_x/hire_minus_exact_p"] == 1.0
+
+
+def test_a_bos_model_scores_each_choice_after_bos(tmp_path, monkeypatch):
+  """The feature converter puts 0 first; a BOS model's rows start with its bos_id instead (each
+  choice is scored given BOS and the prompt), and the rest of each row is left as it was."""
+  seen = []
+
+  def fake_make_score_fn(graphdef):
+    def score(params, inputs_BxL, targets_BxL, weights_BxL, pos_BxT):
+      seen.append((np.array(inputs_BxL), np.array(targets_BxL)))
+      b = len(inputs_BxL)
+      r = {"ll": np.zeros(b), "greedy": np.zeros(b, bool), "n": np.ones(b)}
+      return {"": r, "_hire": r}
+    return score
+
+  monkeypatch.setattr(downstream, "make_score_fn", fake_make_score_fn)
+  data_dir = _write_task(tmp_path, TWO_QUESTIONS)
+  for bos_id, first in ((-1, 0), (2, 2)):
+    cfg = ModelConfig(**{**CFG.__dict__, "bos_id": bos_id})
+    downstream.evaluate_downstream(None, None, cfg, data_dir=data_dir, batch_size=4,
+                                   targets_len=8)
+    inputs_BxL, targets_BxL = seen[-1]
+    assert (inputs_BxL[:, 0] == first).all()
+    np.testing.assert_array_equal(inputs_BxL[:, 1:], targets_BxL[:, :-1])

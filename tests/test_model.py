@@ -149,3 +149,19 @@ def test_bad_family_knobs_are_user_errors(tiny_cfg):
   for kw in (dict(n_kv_heads=3), dict(sliding_window=-1), dict(bos_id=tiny_cfg.vocab_size)):
     with pytest.raises(errors.UserError):
       dataclasses.replace(tiny_cfg, **kw)
+
+
+def test_hire_softmax_on_a_tied_head_shares_the_embedding(tiny_cfg):
+  """Post-hoc HiRE on an imported tied model: the head is the embedding (one Variable), so
+  its exact logits equal the dense tied model's and the checkpoint holds W once."""
+  dense = dataclasses.replace(tiny_cfg, tie_embeddings=True, tied_head_scale=1.0)
+  hire = dataclasses.replace(dense, hire_softmax=config.default_hire_softmax(dense))
+  model = Transformer(hire, rngs=nnx.Rngs(0))
+  _, params, _ = state.abstract_model(hire)
+  assert "w" not in params["head"] and model.head.w is model.embed
+  dense_model = Transformer(dense, rngs=nnx.Rngs(0))
+  tokens = jnp.ones((1, 5), jnp.int32)
+  h, _ = dense_model(tokens)
+  want = dense_model.logits(h)
+  nnx.update(model, nnx.state(dense_model))
+  np.testing.assert_allclose(model.logits(h), want, rtol=1e-6)

@@ -80,6 +80,31 @@ def folder_config(bindings: list[str] | None) -> list[str]:
   return []
 
 
+# Bindings that say what model a run holds, kept in the model.gin a post-hoc run writes.
+MODEL_BINDINGS = ("ModelConfig.", "HiReSoftmaxConfig.", "HiReFfnConfig.", "ApproxConfig.",
+                  "softmax/", "ffn/")
+
+
+def write_folder_config(gin_files: list[str] | None, bindings: list[str] | None) -> None:
+  """After `hire train` from a folder's model.gin (post-hoc HiRE on an imported model): the new
+  MODEL_DIR gets a model.gin of its own (that model, the run's gin files and model bindings),
+  so that eval, generate and bench read it with --gin.MODEL_DIR alone. Only where a checkpoint
+  was written and no model.gin exists yet."""
+  from hire_cli.lib import gguf_import  # noqa: PLC0415
+  source = folder_config(bindings)
+  model_dir = pathlib.Path(gin.query_parameter("%MODEL_DIR"))
+  target = model_dir / gguf_import.MODEL_GIN
+  if not source or target.exists() or not (model_dir / "checkpoints").is_dir() or \
+      pathlib.Path(source[0]).resolve() == target.resolve():
+    return
+  lines = [f"# Written by `hire train`: the model of {source[0]} with this run's settings.",
+           f"include {source[0]!r}"]
+  lines += [f"include {_resolve(f)!r}" for f in gin_files or []]
+  lines += [b for b in bindings or [] if b.strip().startswith(MODEL_BINDINGS)]
+  lines += [f"MODEL_DIR = {str(model_dir)!r}"]
+  target.write_text("\n".join(lines) + "\n")
+
+
 def parse(gin_files: list[str] | None, bindings: list[str] | None) -> None:
   """Parses the run files, the gin files (later wins), then bindings; no file means the
   embedded default. A macro that nothing reads (a misspelling) is an error."""

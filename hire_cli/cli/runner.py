@@ -42,7 +42,11 @@ def execute(command: str, gin_files=None, gin_bindings=None, *, prompt: str | No
         gin.bind_parameter(f"import_model.{name}", value)
     if dry_run:
       gin.bind_parameter(f"{commands.COMMANDS[command][0]}.dry_run", True)
-    gin_utils.call(commands.COMMANDS[command][0])
+    try:
+      gin_utils.call(commands.COMMANDS[command][0])
+    finally:
+      if command == "train" and not dry_run:  # the run folder says what model it holds
+        gin_utils.write_folder_config(gin_files, gin_bindings)
   except errors.UserError as e:
     return _fail(command, one_line(e), 2)
   except FloatingPointError as e:

@@ -71,9 +71,11 @@ def make_score_fn(graphdef):
   return score
 
 
-def seqio_score_fn(graphdef, params, batch_size: int, progress=None):
+def seqio_score_fn(graphdef, params, batch_size: int, progress=None, first: int = 0):
   """The `score_fn` seqio.Evaluator calls: [(index, scores dict)] for a cached dataset of
-  (index, PrefixLM features). Batches are padded to `batch_size` so one compilation serves all."""
+  (index, PrefixLM features). Batches are padded to `batch_size` so one compilation serves all.
+  `first` replaces the 0 the feature converter puts first (a BOS model's bos_id): each choice
+  is then scored given BOS and the prompt, as the model was trained."""
   score = make_score_fn(graphdef)
 
   def fn(dataset):
@@ -83,9 +85,10 @@ def seqio_score_fn(graphdef, params, batch_size: int, progress=None):
       pad = lambda a: np.concatenate([a, np.repeat(a[-1:], batch_size - b, 0)]) if b < batch_size \
           else a
       weights = pad(feats["decoder_loss_weights"])
-      out = jax.device_get(score(params, pad(feats["decoder_input_tokens"]),
-                                 pad(feats["decoder_target_tokens"]), weights,
-                                 target_positions(weights)))
+      inputs_BxL = pad(feats["decoder_input_tokens"]).copy()
+      inputs_BxL[:, 0] = first  # unpacked rows: column 0 is each row's start
+      out = jax.device_get(score(params, inputs_BxL, pad(feats["decoder_target_tokens"]),
+                                 weights, target_positions(weights)))
       for i in range(b):
         row = {}
         for s in downstream_tasks.PATHS:
@@ -133,7 +136,7 @@ def evaluate_downstream(graphdef, params, cfg: ModelConfig, *, data_dir: str = "
   total = sum(sum(len(q["choices"]) for q in downstream_tasks.read_questions(t["path"], n))
               for t, _, n in plan)
   progress = _Progress(total)
-  score_fn = seqio_score_fn(graphdef, params, batch_size, progress)
+  score_fn = seqio_score_fn(graphdef, params, batch_size, progress, max(cfg.bos_id, 0))
   has_hire = cfg.has_hire
   suffixes = ("", "_hire") if has_hire else ("",)
   metrics, outcomes = {}, {}

@@ -47,15 +47,16 @@ def make_eval_fn(graphdef, ks=(1, 8, 32), mesh=None):
 
 
 def mean_metrics(eval_fn, params, rows_NxL, batch_size, max_batches, mesh, *,
-                 progress: str = "") -> dict:
+                 progress: str = "", first: int = 0) -> dict:
   """Metrics averaged over fixed validation batches (the same every call); `progress` names
-  the phase in progress lines with ETA (none when empty, as in training's periodic eval)."""
+  the phase in progress lines with ETA (none when empty, as in training's periodic eval);
+  `first` is the id each row's inputs start with (`data.lm_inputs`: a BOS model's bos_id)."""
   per_process = batch_size // jax.process_count()
   results = []
   batches = data.eval_batches(rows_NxL, batch_size, max_batches)
   for batch in reporting.track(batches, progress) if progress else batches:
     local = batch[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
-    results.append(eval_fn(params, sharding.to_global(data.lm_inputs(local), mesh),
+    results.append(eval_fn(params, sharding.to_global(data.lm_inputs(local, first), mesh),
                            sharding.to_global(local, mesh)))
     if progress:
       jax.block_until_ready(results[-1])  # done when computed, not when dispatched

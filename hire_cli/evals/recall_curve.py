@@ -35,14 +35,16 @@ def softmax_recall_curve(graphdef, params, rows_NxL, batch_size: int, batches: i
   """{"k_prime": [...], "recall@k": [recall at each k'] for k in ks} on validation tokens: the
   fraction of the exact top-k found among the approximator's top-k' (exact candidate top-k).
   `progress` names the phase in progress lines with ETA (none when empty)."""
-  vocab = nnx.merge(graphdef, params).cfg.vocab_size
+  cfg = nnx.merge(graphdef, params).cfg
+  vocab, first = cfg.vocab_size, max(cfg.bos_id, 0)  # a BOS model's rows start with BOS
   k_primes = sorted({min(int(kp), vocab) for kp in k_primes})
   ks = [k for k in ks if k <= vocab]
   ranks = _rank_fn(graphdef, max(ks), max(k_primes))
   found = []
   todo = data.eval_batches(rows_NxL, batch_size, batches)
   for batch in reporting.track(todo, progress) if progress else todo:
-    found.append(np.asarray(ranks(params, sharding.to_global(data.lm_inputs(batch), mesh))))
+    inputs_BxL = sharding.to_global(data.lm_inputs(batch, first), mesh)
+    found.append(np.asarray(ranks(params, inputs_BxL)))
   rank_NxK = np.concatenate([r.reshape(-1, r.shape[-1]) for r in found])
   curve = {"k_prime": k_primes}
   for k in ks:

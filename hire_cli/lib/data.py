@@ -108,9 +108,10 @@ def load_rows(cfg: DataConfig, split: str) -> np.ndarray:
   return rows_NxL
 
 
-def lm_inputs(targets_BxL: np.ndarray) -> np.ndarray:
-  """Decoder inputs for LM targets: shifted right with 0 first, as seqio.LMFeatureConverter."""
-  return np.pad(targets_BxL[:, :-1], ((0, 0), (1, 0)))
+def lm_inputs(targets_BxL: np.ndarray, first: int = 0) -> np.ndarray:
+  """Decoder inputs for LM targets: shifted right with `first` first (0 as
+  seqio.LMFeatureConverter; a BOS model's bos_id, so each row is predicted from BOS on)."""
+  return np.pad(targets_BxL[:, :-1], ((0, 0), (1, 0)), constant_values=first)
 
 
 @dataclasses.dataclass

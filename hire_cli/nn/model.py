@@ -144,7 +144,7 @@ class Transformer(nnx.Module):
     self.embed = param(rngs, (cfg.vocab_size, cfg.d_model), 1.0, ("vocab", "embed"), cfg)
     self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
     self.final_norm = RMSNorm(cfg)
-    self.head = make_head(cfg, rngs=rngs)
+    self.head = make_head(cfg, rngs=rngs, embed=self.embed)
 
   def __call__(self, tokens_BxL, cache=None, index=None):
     """Hidden states for `tokens_BxL`. With `cache` (from `init_cache`) the tokens sit at

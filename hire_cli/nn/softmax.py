@@ -42,8 +42,11 @@ class HiReSoftmaxHead(DenseHead):
   the approximator's distillation loss and recall (`hire_aux`) for the training objective, and
   `served_top_k` is the served path."""
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    super().__init__(cfg, rngs=rngs)
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, tied: nnx.Param | None = None):
+    if tied is None:
+      super().__init__(cfg, rngs=rngs)
+    else:  # the embedding itself (one shared Variable: stored, restored and trained once)
+      self.cfg, self.w = cfg, tied
     self.hc = cfg.hire_softmax
     self.approx = approx.Approximator(self.hc.approx, cfg.vocab_size, cfg.d_model, "vocab",
                                       rngs=rngs, param_dtype=cfg.param_dtype)
@@ -117,9 +120,13 @@ class HiReSoftmaxHead(DenseHead):
     self.approx.init_from(self.w[...])
 
 
-def make_head(cfg: ModelConfig, *, rngs: nnx.Rngs):
+def make_head(cfg: ModelConfig, *, rngs: nnx.Rngs, embed: nnx.Param | None = None):
+  """The output layer: None for a dense tied head (the model multiplies by its embedding).
+  HiRE-Softmax on a tied head of scale 1 (Gemma, Llama) shares the embedding; hire's own tied
+  models (scale d**-0.5) keep their former separate HiRE head."""
   if cfg.hire_softmax is not None:
-    return HiReSoftmaxHead(cfg, rngs=rngs)
+    tied = embed if cfg.tie_embeddings and cfg.head_scale == 1.0 else None
+    return HiReSoftmaxHead(cfg, rngs=rngs, tied=tied)
   return None if cfg.tie_embeddings else DenseHead(cfg, rngs=rngs)
 
 

@@ -181,6 +181,7 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
       "train": data.record(data_cfg, "train"),
       **({"validation": data.record(data_cfg, "validation")} if eval_every else {})}})
   st = setup.state
+  first = max(model.bos_id, 0)  # what each row's inputs start with: BOS for a BOS model
   pending = None  # metrics of the previous step, pulled after the next one is dispatched
   last = {}
   mark = None  # (step, time) of the last log line: tokens/s and MFU over the steps since
@@ -199,7 +200,7 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
   with stop_flag.StopFlag() as stop:
     for step in range(start, train_steps):
       targets_BxL = stream.batch(step)
-      inputs = sharding.to_global(data.lm_inputs(targets_BxL), mesh)
+      inputs = sharding.to_global(data.lm_inputs(targets_BxL, first), mesh)
       targets = sharding.to_global(targets_BxL, mesh)
       st, metrics = step_fn(st, inputs, targets)
       done = step + 1
@@ -229,7 +230,7 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
         last = flush(*pending)  # never checkpoint a non-finite state
       if eval_every and done % eval_every == 0:
         found = val_metrics.mean_metrics(eval_fn, st["params"], val_rows, batch_size,
-                                         eval_batches, mesh)
+                                         eval_batches, mesh, first=first)
         val = found["loss"]
         writer.write_scalars(done, {f"eval/{k}": v for k, v in found.items()})
         reporting.append_jsonl(history, {"step": done, **{f"eval/{k}": v for k, v in found.items()}})
