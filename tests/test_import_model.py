@@ -82,3 +82,31 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_gguf, tmp_path, capsys, d
   assert not run.exists() and [p.name for p in tmp_path.iterdir()] == (
       [] if damage == "absent" else ["bad.gguf"])
   shutil.rmtree(tmp_path)
+
+
+def test_bfloat16_import(tiny_gguf, tmp_path):
+  from hire_cli.lib import checkpoint
+  assert runner.execute("import", None, [f"MODEL_DIR = {str(tmp_path / 'b')!r}",
+                                         "IMPORT_DTYPE = 'bfloat16'"],
+                        source={"gguf": str(tiny_gguf), "pretrained_name": ""}) == 0
+  meta = checkpoint.latest_meta(tmp_path / "b")
+  assert meta["model"]["param_dtype"] == "bfloat16" and meta["imported"]
+
+
+def test_post_hoc_run_folder_says_what_it_holds(tiny_gguf, tmp_path):
+  """A post-hoc HiRE run from an imported folder writes its own model.gin: the imported model,
+  the run's variant, its model bindings; eval then needs --gin.MODEL_DIR alone."""
+  import gin
+
+  from hire_cli.cli import gin_utils
+  src, new = tmp_path / "src", tmp_path / "new"
+  assert _import(tiny_gguf, src) == 0
+  bindings = [f"MODEL_DIR = {str(new)!r}", f"POST_HOC_FROM = {str(src)!r}",
+              "HiReSoftmaxConfig.k_prime = 64"]
+  gin_utils.parse(["configs/variants/hire_softmax.gin"], bindings)
+  (new / "checkpoints").mkdir(parents=True)  # as after a train run's first save
+  gin_utils.write_folder_config(["configs/variants/hire_softmax.gin"], bindings)
+  gin_utils.parse(None, [f"MODEL_DIR = {str(new)!r}"])
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  assert model.sliding_window == 8 and model.hire_softmax.k_prime == 64
+  assert gin.query_parameter("%MODEL_DIR") == str(new)
