@@ -40,8 +40,9 @@ def test_import_then_generate_with_model_dir_alone(tiny_gguf, tmp_path, capsys):
   assert sorted(str(p) for p in run.rglob("*")) == before
 
 
-def _rewrite(src, dst, arch=None, drop=None):
-  """A copy of the GGUF at `src` with another architecture name or without tensor `drop`."""
+def _rewrite(src, dst, arch=None, drop=None, shrink=None):
+  """A copy of the GGUF at `src` with another architecture name, without tensor `drop`, or
+  with tensor `shrink` (F32) one row short."""
   r = gguf.GGUFReader(str(src))
   new_arch = arch or r.fields["general.architecture"].contents()
   w = gguf.GGUFWriter(str(dst), new_arch)
@@ -54,8 +55,9 @@ def _rewrite(src, dst, arch=None, drop=None):
     else:
       w.add_key_value(key, value, vtype)
   for t in r.tensors:
+    data = t.data[:-1] if t.name == shrink else t.data
     if t.name != drop:
-      w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+      w.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=t.tensor_type)
   w.write_header_to_file()
   w.write_kv_data_to_file()
   w.write_tensors_to_file()
@@ -65,7 +67,8 @@ def _rewrite(src, dst, arch=None, drop=None):
 
 @pytest.mark.parametrize("damage,message", [
     ("truncated", "not a readable GGUF"), ("arch", "unsupported architecture 'mamba'"),
-    ("missing", "lacks tensor blk.3.post_ffw_norm.weight"), ("absent", "not found")])
+    ("missing", "lacks tensor blk.3.post_ffw_norm.weight"), ("absent", "not found"),
+    ("shape", "tensor blk.2.attn_q.weight of")])
 def test_bad_input_is_one_line_and_writes_nothing(tiny_gguf, tmp_path, capsys, damage, message):
   bad = tmp_path / "bad.gguf"
   if damage == "truncated":
@@ -74,6 +77,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_gguf, tmp_path, capsys, d
     _rewrite(tiny_gguf, bad, arch="mamba")
   elif damage == "missing":
     _rewrite(tiny_gguf, bad, drop="blk.3.post_ffw_norm.weight")
+  elif damage == "shape":
+    _rewrite(tiny_gguf, bad, shrink="blk.2.attn_q.weight")
   capsys.readouterr()
   run = tmp_path / "run"
   assert _import(bad, run) == 2

@@ -107,6 +107,17 @@ def expected_tensors(arch: str, cfg: ModelConfig) -> set:
       set() if cfg.tie_embeddings else {"output.weight"})
 
 
+def gguf_shape(name: str, cfg: ModelConfig) -> tuple:
+  """The numpy shape (rows x cols, as read) tensor `name` must have in a file of `cfg`'s shape."""
+  d, f, k = cfg.d_model, cfg.d_ff, cfg.d_head
+  kind = name.split(".")[-2]
+  return {"token_embd": (cfg.vocab_size, d), "output": (cfg.vocab_size, d),
+          "attn_q": (cfg.n_heads * k, d), "attn_k": (cfg.kv_heads * k, d),
+          "attn_v": (cfg.kv_heads * k, d), "attn_output": (d, cfg.n_heads * k),
+          "ffn_up": (f, d), "ffn_gate": (f, d), "ffn_down": (d, f),
+          "attn_q_norm": (k,), "attn_k_norm": (k,)}.get(kind, (d,))
+
+
 def map_tensors(arch: str, cfg: ModelConfig, get) -> dict:
   """{"blocks/0/attn/w_q": array, ...} in hire's layouts; `get(name)` gives a GGUF tensor as a
   float32 numpy array (rows x cols as above)."""

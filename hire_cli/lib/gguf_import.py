@@ -76,7 +76,11 @@ def read_model(path: str, dtype: str = "float32"):
     except Exception as e:  # noqa: BLE001
       raise errors.UserError(f"tensor {name} of {path} cannot be read ({type(e).__name__}); "
                              "the file is damaged") from None
-    return np.asarray(w, np.float32).reshape([int(n) for n in reversed(t.shape)])
+    shape, want = tuple(int(n) for n in reversed(t.shape)), gguf_families.gguf_shape(name, cfg)
+    if shape != want:
+      raise errors.UserError(f"tensor {name} of {path} has shape {shape}, its metadata implies "
+                             f"{want}; the file is damaged or of an unsupported variant")
+    return np.asarray(w, np.float32).reshape(shape)
 
   flat = gguf_families.map_tensors(arch, cfg, get)
   check_shapes(flat, cfg, path)
