@@ -30,10 +30,17 @@ def _declared() -> set[str]:
   return {re.split(r"[=\[]", d)[0].lower().replace("_", "-") for d in deps}
 
 
+# Scripts that run in the reference venv (`make reference`: llama-cpp-python, pinned in the
+# Makefile), never in hire's own environment.
+REFERENCE_ONLY = REPO / "tests" / "reference" / "make_reference.py"
+
+
 def _imported(root: pathlib.Path) -> set[str]:
   """Top-level names of the non-standard modules imported anywhere under `root`."""
   names = set()
   for path in root.rglob("*.py"):
+    if path == REFERENCE_ONLY:
+      continue
     for node in ast.walk(ast.parse(path.read_text())):
       if isinstance(node, ast.Import):
         names |= {a.name.split(".")[0] for a in node.names}

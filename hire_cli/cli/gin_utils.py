@@ -92,9 +92,11 @@ def write_folder_config(gin_files: list[str] | None, bindings: list[str] | None)
   was written and no model.gin exists yet."""
   from hire_cli.lib import gguf_import  # noqa: PLC0415
   source = folder_config(bindings)
+  if not source:
+    return
   model_dir = pathlib.Path(gin.query_parameter("%MODEL_DIR"))
   target = model_dir / gguf_import.MODEL_GIN
-  if not source or target.exists() or not (model_dir / "checkpoints").is_dir() or \
+  if target.exists() or not (model_dir / "checkpoints").is_dir() or \
       pathlib.Path(source[0]).resolve() == target.resolve():
     return
   lines = [f"# Written by `hire train`: the model of {source[0]} with this run's settings.",
