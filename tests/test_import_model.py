@@ -115,3 +115,22 @@ def test_post_hoc_run_folder_says_what_it_holds(tiny_gguf, tmp_path):
   model = gin.query_parameter("%MODEL").scoped_configurable_fn()
   assert model.sliding_window == 8 and model.hire_softmax.k_prime == 64
   assert gin.query_parameter("%MODEL_DIR") == str(new)
+
+
+def test_fine_tune_an_imported_folder_in_place(tiny_gguf, tmp_path, capsys):
+  """`hire train` on the import folder starts from its weights at step 0 (a fresh optimizer),
+  instead of calling the parameters-only checkpoint damaged."""
+  from hire_cli.lib import checkpoint
+  run = tmp_path / "run"
+  assert _import(tiny_gguf, run) == 0
+  text = tmp_path / "notes.txt"
+  text.write_text("the cat sat on the mat. " * 200)
+  capsys.readouterr()
+  code = runner.execute("train", None, [
+      f"MODEL_DIR = {str(run)!r}", "TASK = 'text_files'", f"TRAIN_FILES = [{str(text)!r}]",
+      f"EVAL_FILES = [{str(text)!r}]", "TRAIN_STEPS = 1", "BATCH_SIZE = 2", "SEQ_LEN = 16",
+      "EVAL_EVERY = 0", "CHECKPOINT_EVERY = 1"])
+  out = capsys.readouterr()
+  assert code == 0, out.err
+  assert "Fine-tuning from step 0" in out.out
+  assert checkpoint.latest_meta(run)["step"] == 1

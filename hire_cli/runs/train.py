@@ -142,9 +142,13 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
   val_rows = data.load_rows(data_cfg, "validation") if eval_every else None
   post_hoc = bool(post_hoc_from)
   mgr = checkpoint.manager(workdir, max_to_keep=keep_checkpoints)
-  found, restored, _, damaged = checkpoint.restore_latest_good(
-      mgr, lambda meta: setup.state,
-      lambda meta: checkpoint.check_compatible(meta, model, setup.state["params"], str(workdir)))
+  # A `hire import` folder holds parameters only: fine-tuning starts from them at step 0.
+  imported = bool((checkpoint.latest_meta(workdir) or {}).get("imported")) and not post_hoc
+  found, restored, _, damaged = (None, None, None, []) if imported else \
+      checkpoint.restore_latest_good(
+          mgr, lambda meta: setup.state,
+          lambda meta: checkpoint.check_compatible(meta, model, setup.state["params"],
+                                                   str(workdir)))
   if found is None and damaged and not start_over:
     raise errors.UserError(
         f"every checkpoint in {workdir / 'checkpoints'} is damaged ({damaged[0][1]}); nothing "
@@ -160,6 +164,10 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
   else:
     setup = state.create(model, opt, train_steps, seed, mesh, freeze_model=post_hoc)
     start = 0
+    if imported:
+      _, _, params = checkpoint.restore_params(workdir, model, mesh)
+      setup.state["params"] = jax.device_put(params, setup.state_shardings["params"])
+      reporting.say(f"Fine-tuning the model imported in {workdir} (its step-0 checkpoint)")
     if post_hoc:
       dense_cfg = _post_hoc_source(post_hoc_from, model)
       dense_step, _, dense_params = checkpoint.restore_params(post_hoc_from, dense_cfg, mesh)
@@ -167,7 +175,8 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
           setup.graphdef, setup.state["params"], dense_params, setup.state_shardings["params"])
       reporting.say(f"Post-hoc HiRE: model frozen at {post_hoc_from} step {dense_step}; "
                     "training the approximators only")
-    reporting.say(f"Starting from scratch in {workdir} ({model.num_params() / 1e6:.2f}M params, "
+    how = "Fine-tuning from step 0" if imported else "Starting from scratch"
+    reporting.say(f"{how} in {workdir} ({model.num_params() / 1e6:.2f}M params, "
                   f"{len(rows_NxL)} train rows of {data_cfg.seq_len} tokens)")
   if start >= train_steps:
     reporting.say(f"Already at step {start} >= TRAIN_STEPS={train_steps}; nothing to train.")
