@@ -134,3 +134,22 @@ def test_fine_tune_an_imported_folder_in_place(tiny_gguf, tmp_path, capsys):
   assert code == 0, out.err
   assert "Fine-tuning from step 0" in out.out
   assert checkpoint.latest_meta(run)["step"] == 1
+
+
+def test_bench_hire_softmax_on_an_imported_dense_model(tiny_gguf, tmp_path):
+  """No trained approximator needed to time HiRE-Softmax on an imported model: Q is W
+  quantized, LR the truncated SVD of W (post-hoc start); the tied head is the embedding."""
+  import gin
+
+  from hire_cli.cli import gin_utils
+  from hire_cli.runs import bench
+  run = tmp_path / "run"
+  assert _import(tiny_gguf, run) == 0
+  gin_utils.parse(None, [f"MODEL_DIR = {str(run)!r}"])
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  variants = ["dense", "hire_softmax@q8", "hire_softmax@lr"]
+  result = bench.bench_latency(model_dir=str(run), model=model,
+                               mesh_cfg=bench.sharding.MeshConfig(), variants=variants,
+                               context_lens=[8], decode_steps=2, repeats=1)
+  assert {c["variant"] for c in result["cases"]} == set(variants)
+  assert all(c["ms_per_token"] > 0 for c in result["cases"])

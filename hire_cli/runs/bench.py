@@ -196,18 +196,28 @@ def _runners(model: ModelConfig, model_dir: str, variants, init: str, seed: int,
     own = LAYERS[_own_variant(model)]  # the run's trained HiRE layers (hire: all variants)
     missing = [v for v in variants
                if not LAYERS.get(v.partition(":")[0].partition("@")[0], set()) <= own]
-    if missing:
+    if missing and own:
       raise errors.UserError(f"variants {missing} have no trained approximators in {model_dir}; "
                              "use INIT=random to time every variant")
     step, _, full_params = checkpoint.restore_params(model_dir, model, mesh)
   runners = {}
   for v, cfg in cfgs.items():
-    graphdef, abstract, _ = state.abstract_model(cfg)
-    params = _subset(full_params, abstract)
+    graphdef, abstract, axes = state.abstract_model(cfg)
+    if init != "random" and not LAYERS[_own_variant(model)] and cfg.has_hire:
+      # A dense run (an imported model): the approximators start post-hoc from its weights
+      # (LR: the truncated SVD of W; Q: W quantized), untrained; speed does not depend on it.
+      params = state.post_hoc_params(graphdef, _zeros_like(abstract), full_params,
+                                     sharding.param_shardings(abstract, axes, mesh))
+    else:
+      params = _subset(full_params, abstract)
     graphdef, params = served.prepare(graphdef, params, mesh)  # the tensors a server keeps
     runners[v] = (cfg, params, *decode.prefill_and_step(graphdef, served=v != "dense"))
 
   return step, runners
+
+
+def _zeros_like(abstract):
+  return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract)
 
 
 def _random_params(cfg: ModelConfig, seed: int, mesh):
