@@ -1,4 +1,4 @@
-"""Top-k microbenchmark: latency and recall of every top-k operator in `topk` (HIRE.md section 4).
+"""Top-k microbenchmark: latency and recall of every top-k operator in `topk` (method.md section 4).
 
 For each N and k': exact `lax.top_k`, the two-stage approximation (plan from `choose_buckets`),
 `lax.approx_max_k`, and, on a mesh whose `model` axis has more than one device, DA-TOP-k and its

@@ -3,7 +3,7 @@
 One implementation serves HiRE-Softmax (N = V, `W` the output layer) and HiRE-FFN (N = F,
 `W = W_in`); the logical axis name of N ("vocab" or "mlp") is a constructor argument.
 Approximate scores `s_BxN ~ W h` only pick candidates; exact scores are computed on those
-(HIRE.md sections 1-2). `h_BxD` may carry extra leading dimensions (e.g. `B x L x D`).
+(docs/method.md sections 1-2). `h_BxD` may carry extra leading dimensions (e.g. `B x L x D`).
 """
 
 import dataclasses
@@ -116,7 +116,7 @@ class Approximator(nnx.Module):
 
   Training (`scores`): kind "q" has no parameters and quantizes the current `W` on every call,
   so it follows `W` as `W` trains; lr_q trains `A` through a straight-through fake quantizer.
-  Serving (`served_scores`, after `prepare_serving` once at load time, HIRE.md section 6): lr
+  Serving (`served_scores`, after `prepare_serving` once at load time, docs/method.md section 6): lr
   reads `A` and `B`; q reads `W` packed (int4 two per byte, or int8) with its scales; lr_q reads
   `A` packed with its scales, and `B`. Nothing is quantized per step."""
 

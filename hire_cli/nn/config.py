@@ -18,7 +18,7 @@ REMAT = ("none", "full", "dots")
 
 @dataclasses.dataclass(frozen=True)
 class HiReSoftmaxConfig:
-  """HiRE-Softmax (HIRE.md section 1): approximate scores -> k' candidates -> exact top-k."""
+  """HiRE-Softmax (docs/method.md section 1): approximate scores -> k' candidates -> exact top-k."""
 
   approx: ApproxConfig = ApproxConfig()  # the compressed copy of the output layer W
   k: int = 32  # outputs wanted (top-k logits handed to sampling; greedy uses the top 1)
@@ -43,7 +43,7 @@ class HiReSoftmaxConfig:
 
 @dataclasses.dataclass(frozen=True)
 class HiReFfnConfig:
-  """HiRE-FFN (HIRE.md section 2): group-sparse top-k FFN with an approximator of W_in."""
+  """HiRE-FFN (docs/method.md section 2): group-sparse top-k FFN with an approximator of W_in."""
 
   approx: ApproxConfig = ApproxConfig()  # the compressed copy of W_in
   group_size: int = 8  # g: units per contiguous group; must divide d_ff

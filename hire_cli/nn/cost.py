@@ -1,5 +1,5 @@
 """The cost model: bytes of weights one decode step reads, per layer kind, approximator kind and
-variant (HIRE.md sections 1, 2 and 6). Benchmarks divide by these for achieved bandwidth and
+variant (docs/method.md sections 1, 2 and 6). Benchmarks divide by these for achieved bandwidth and
 roofline speedups."""
 
 import dataclasses
@@ -12,7 +12,7 @@ from hire_cli.nn.config import ModelConfig
 
 
 def dense_bytes_per_token(n: int, d: int, weight_bytes: int = 2) -> int:
-  """Dense `W h` reads all of `W`: HIRE.md's `V d` bf16 words = `n d weight_bytes` bytes."""
+  """Dense `W h` reads all of `W`: docs/method.md's `V d` bf16 words = `n d weight_bytes` bytes."""
   return n * d * weight_bytes
 
 
@@ -20,11 +20,11 @@ def bytes_per_token(kind: str, n: int, d: int, rank: int, bits: int, k_prime: in
                     weight_bytes: int = 2, group_size: int = 0, scale_bytes: int = 4) -> float:
   """Bytes of weights one token reads: the approximator plus the `k'` exact rows of `W`.
 
-  HIRE.md section 1 counts bf16 words; times `weight_bytes` (2 for bf16) these are:
+  docs/method.md section 1 counts bf16 words; times `weight_bytes` (2 for bf16) these are:
     lr:   r (N + D) + k' D          -> r (n + d) wb + k' d wb
     q:    N D b / 16 + k' D         -> n d b / 8 + scales + k' d wb
     lr_q: (A quantized, B not)      -> n r b / 8 + scales + r d wb + k' d wb
-  Scales are one `scale_bytes` number per row (group_size=0) or per group of columns; HIRE.md
+  Scales are one `scale_bytes` number per row (group_size=0) or per group of columns; docs/method.md
   leaves them out. Activations and indices are not counted.
   """
   exact = k_prime * d * weight_bytes
@@ -42,7 +42,7 @@ def bytes_per_token(kind: str, n: int, d: int, rank: int, bits: int, k_prime: in
 
 
 def ffn_bytes_per_token(cfg: ModelConfig, weight_bytes: int = 2) -> dict:
-  """Bytes of FFN weights read per token, one layer (HIRE.md section 2).
+  """Bytes of FFN weights read per token, one layer (docs/method.md section 2).
 
   dense: `m F d`, m = 2 matrices (3 when gated). hire: the approximator (`approx.bytes_per_token`
   with no exact rows) plus `m (k'_g + n_static) g d`. hire_batch: dynamic overlap, bytes per

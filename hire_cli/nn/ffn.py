@@ -1,4 +1,4 @@
-"""FFN layers: the dense FFN and HiRE-FFN, the group-sparse top-k FFN (HIRE.md section 2).
+"""FFN layers: the dense FFN and HiRE-FFN, the group-sparse top-k FFN (docs/method.md section 2).
 
 Weights are stored unit-major (F x D), so the `g` units of a group are one contiguous `g x D`
 block: viewing a matrix as `G x g x D` and gathering along G reads only the chosen blocks.
@@ -96,7 +96,7 @@ def ffn_sizes(cfg: ModelConfig) -> FfnSizes:
 
 
 class HiReFfn(Ffn):
-  """Group-sparse top-k FFN with an approximator of `W_in` (HIRE.md section 2).
+  """Group-sparse top-k FFN with an approximator of `W_in` (docs/method.md section 2).
 
   `__call__(x)` is the model as trained: full activations, keep the static groups plus each
   token's exact top-k_g groups, zero the rest. `with_aux(x)` is the same and also sows the
@@ -110,7 +110,7 @@ class HiReFfn(Ffn):
   read, and `init_from_weights` stays the SVD of `W_in` for every activation.
   """
 
-  # Dynamic overlap (HIRE.md 2.5) for `served`: the B tokens at one position share one
+  # Dynamic overlap (docs/method.md 2.5) for `served`: the B tokens at one position share one
   # candidate set (set from `HiReFfnConfig.dynamic_overlap`).
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):

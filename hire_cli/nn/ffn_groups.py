@@ -1,4 +1,4 @@
-"""Groups of HiRE-FFN units (HIRE.md section 2): how a group is scored, the mask of the kept
+"""Groups of HiRE-FFN units (docs/method.md section 2): how a group is scored, the mask of the kept
 groups, and the exact step, which reads only the weight blocks of the groups it computes.
 
 Weights are stored unit-major (F x D), so the `g` units of a group are one contiguous `g x D`

@@ -1,4 +1,4 @@
-"""Training objectives (HIRE.md section 3).
+"""Training objectives (docs/method.md section 3).
 
 The model is trained on exact next-token cross-entropy. HiRE layers add their approximators'
 distillation losses, computed on stop-gradient targets, by sowing `hire_aux` intermediates

@@ -1,4 +1,4 @@
-"""HiRE layers served on a model-parallel mesh: DA-TOP-k inside the model (HIRE.md section 4).
+"""HiRE layers served on a model-parallel mesh: DA-TOP-k inside the model (method.md section 4).
 
 On a mesh whose `model` axis shards the rows of `W` (V x D, HiRE-Softmax) and of `W_in`, `W_out`
 (F x D, HiRE-FFN), as `lib/sharding.py`'s rules do, a layer whose `topk_method` is a mesh method

@@ -4,7 +4,7 @@ cache, an FFN (`ffn.py`) and an output head (`softmax.py`).
 `make_ffn` and `make_head` build the dense or the HiRE layer from the config. The forwards differ
 only in what the HiRE layers do:
 - `model(tokens, cache, index)`, `model.logits(h)`: the model as trained, exact.
-- `model.served(tokens, cache, index)`, `model.served_top_k(h, k)`: the served path (HIRE.md
+- `model.served(tokens, cache, index)`, `model.served_top_k(h, k)`: the served path (docs/method.md
   section 6), each HiRE layer on its predicted candidates, computed exactly on those only.
 - `model.logits_with_aux(tokens)`: exact logits and the HiRE layers' approximator objectives,
   which they sow as `hire_aux` and this method captures (`nnx.capture`).
@@ -170,7 +170,7 @@ class Transformer(nnx.Module):
     return nnx.capture(run, nnx.Intermediate)(self)
 
   def prepare_serving(self):
-    """Derives every HiRE layer's serving tensors from the trained weights (HIRE.md section 6):
+    """Derives every HiRE layer's serving tensors from the trained weights (method.md section 6):
     once when a checkpoint is loaded for serving; `served` and `served_top_k` read only them and
     the gathered rows or blocks of the exact matrices. A no-op when already prepared."""
     layers = [b.ffn for b in self.blocks] + [self.head]

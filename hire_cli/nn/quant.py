@@ -1,4 +1,4 @@
-"""Quantization of a weight matrix `W: N x D` (HiRE-Q, HIRE.md sections 1 and 6): symmetric, one
+"""Quantization of a weight matrix `W: N x D` (HiRE-Q, method.md sections 1, 6): symmetric, one
 float32 scale per row or per group of columns, int4 stored packed two per byte or int8.
 
 `quantize` runs once when a server loads a checkpoint; `quantized_scores` is what a decode step

@@ -1,4 +1,4 @@
-"""The served path (HIRE.md section 6), in one place: what eval's served loss, recall and
+"""The served path (docs/method.md section 6), in one place: what eval's served loss, recall and
 agreement, downstream HiRE scoring, `hire generate` and `hire bench-latency` all run.
 
 A checkpoint is made servable once (`prepare`): each approximator gets its serving tensors (LR:

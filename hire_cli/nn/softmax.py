@@ -1,4 +1,4 @@
-"""Output layers: the dense softmax head and HiRE-Softmax (HIRE.md section 1).
+"""Output layers: the dense softmax head and HiRE-Softmax (docs/method.md section 1).
 
 HiRE-Softmax keeps the exact output layer `W: V x D` (the model is exact in training) and adds an
 approximator of it. Its served path (`served_top_k`) scores all V cheaply, picks k' candidates,

@@ -1,7 +1,7 @@
 """Top-k operators: exact, two-stage approximate, `lax.approx_max_k`, and DA-TOP-k over a mesh.
 
 All operate on the last axis. Two-stage shape letters: `C` buckets of `M` scores each, `Kb` kept
-per bucket, `S = C * Kb` survivors for the exact second stage (HIRE.md section 4).
+per bucket, `S = C * Kb` survivors for the exact second stage (docs/method.md section 4).
 """
 
 import dataclasses
@@ -89,7 +89,7 @@ def _expected_overflow(n: int, k: int, m: int, kb: int) -> float:
 
 
 def expected_recall(n: int, k: int, num_buckets: int, per_bucket: int) -> float:
-  """Expected recall of `two_stage_top_k` when the true top-k are placed at random (HIRE.md 4).
+  """Expected recall of `two_stage_top_k` when the true top-k are placed at random (method.md 4).
 
   Exact also when num_buckets does not divide n: buckets then hold ceil(n / num_buckets) or one
   fewer scores, and the expected loss is summed over the two sizes.
