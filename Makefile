@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/python -m hire_cli.runs.demo --model_dir=$(DEMO_DIR)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x tests
+	$(BIN)/python -m pytest -q -x --durations=15 tests  # the 15 slowest tests are printed at the end
 
 # Dense against HiRE-Softmax, HiRE-FFN and HiRE, each with the LR, Q (int4) and LR+Q approximator,
 # on the 1b model (random weights) with its 32k vocabulary and with a 256k one, batch 1 and 8.
