@@ -14,7 +14,7 @@ import tokenize
 import gin
 
 from hire_cli import errors, paths
-from hire_cli.lib import data_config, optimizer, sharding
+from hire_cli.lib import data_config, gguf_import, optimizer, sharding
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
 from hire_cli.runs import bench, evaluate, generate, import_model, train
@@ -65,7 +65,6 @@ RUN_FILES = ("configs/runs/common.gin", "configs/runs/pretrain.gin", "configs/ru
 def folder_config(bindings: list[str] | None) -> list[str]:
   """The model.gin of the folder MODEL_DIR (or else POST_HOC_FROM) names in `bindings`, where
   one exists: an imported run folder says what model it holds."""
-  from hire_cli.lib import gguf_import  # noqa: PLC0415
   for macro in ("MODEL_DIR", "POST_HOC_FROM"):
     for b in bindings or []:
       name, _, value = b.partition("=")
@@ -90,7 +89,6 @@ def write_folder_config(gin_files: list[str] | None, bindings: list[str] | None)
   MODEL_DIR gets a model.gin of its own (that model, the run's gin files and model bindings),
   so that eval, generate and bench read it with --gin.MODEL_DIR alone. Only where a checkpoint
   was written and no model.gin exists yet."""
-  from hire_cli.lib import gguf_import  # noqa: PLC0415
   source = folder_config(bindings)
   if not source:
     return

@@ -136,7 +136,7 @@ def evaluate_downstream(graphdef, params, cfg: ModelConfig, *, data_dir: str = "
   total = sum(sum(len(q["choices"]) for q in downstream_tasks.read_questions(t["path"], n))
               for t, _, n in plan)
   progress = _Progress(total)
-  score_fn = seqio_score_fn(graphdef, params, batch_size, progress, max(cfg.bos_id, 0))
+  score_fn = seqio_score_fn(graphdef, params, batch_size, progress, cfg.first_input)
   has_hire = cfg.has_hire
   suffixes = ("", "_hire") if has_hire else ("",)
   metrics, outcomes = {}, {}

@@ -36,7 +36,7 @@ def softmax_recall_curve(graphdef, params, rows_NxL, batch_size: int, batches: i
   fraction of the exact top-k found among the approximator's top-k' (exact candidate top-k).
   `progress` names the phase in progress lines with ETA (none when empty)."""
   cfg = nnx.merge(graphdef, params).cfg
-  vocab, first = cfg.vocab_size, max(cfg.bos_id, 0)  # a BOS model's rows start with BOS
+  vocab, first = cfg.vocab_size, cfg.first_input
   k_primes = sorted({min(int(kp), vocab) for kp in k_primes})
   ks = [k for k in ks if k <= vocab]
   ranks = _rank_fn(graphdef, max(ks), max(k_primes))

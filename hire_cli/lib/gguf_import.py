@@ -136,15 +136,21 @@ def model_gin(cfg: ModelConfig, model_dir: pathlib.Path, vocab: str, source: str
   return "\n".join(lines) + "\n"
 
 
+def refuse_existing(model_dir) -> pathlib.Path:
+  """The absolute path of `model_dir`, refused unless it is new or an empty folder."""
+  dest = pathlib.Path(model_dir).absolute()
+  if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    raise errors.UserError(f"MODEL_DIR {dest} already exists and is not empty; import into a "
+                           "new folder (nothing was written)")
+  return dest
+
+
 def write_run_folder(gguf_path: str, model_dir: str, *, dtype: str = "float32",
                      provenance: dict | None = None, say=print) -> dict:
   """Imports `gguf_path` into the new folder `model_dir` (refused if it holds anything)."""
   from hire_cli.lib import gguf_vocab  # noqa: PLC0415 - tokenizers are only needed here
 
-  dest = pathlib.Path(model_dir).absolute()
-  if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-    raise errors.UserError(f"MODEL_DIR {dest} already exists and is not empty; import into a "
-                           "new folder (nothing was written)")
+  dest = refuse_existing(model_dir)
   t0 = time.time()
   say(f"Reading {gguf_path} ...")
   arch, cfg, flat, meta = read_model(gguf_path, dtype)

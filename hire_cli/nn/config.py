@@ -205,6 +205,12 @@ class ModelConfig:
     return self.rope_local_base if self.window(layer) else self.rope_base
 
   @property
+  def first_input(self) -> int:
+    """The id every input row starts with: BOS for a BOS model, else the 0 that seqio's feature
+    converter shifts in (`data.lm_inputs`, downstream scoring)."""
+    return max(self.bos_id, 0)
+
+  @property
   def head_scale(self) -> float:
     """The tied output layer's multiplier of the embedding."""
     return self.tied_head_scale or self.d_model**-0.5

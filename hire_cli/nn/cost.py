@@ -3,11 +3,12 @@ variant (docs/method.md sections 1, 2 and 6). Benchmarks divide by these for ach
 roofline speedups."""
 
 import dataclasses
+import math
 
 import jax.numpy as jnp
 
 from hire_cli import errors
-from hire_cli.nn import approx, ffn
+from hire_cli.nn import approx, ffn, model
 from hire_cli.nn.config import ModelConfig
 
 
@@ -68,9 +69,6 @@ def ffn_bytes_per_token(cfg: ModelConfig, weight_bytes: int = 2) -> dict:
 def dense_tree_bytes(cfg: ModelConfig) -> dict:
   """Bytes of the dense model's parameters by part, from its abstract parameter tree (the one
   source of shapes): "attn" and "ffn" (all layers), "norms", "embed" and "head" (0 if tied)."""
-  import math  # noqa: PLC0415
-
-  from hire_cli.nn import model  # noqa: PLC0415 - model imports the layers this module reads
   dense = dataclasses.replace(cfg, hire_softmax=None, hire_ffn=None)
   out = dict.fromkeys(("attn", "ffn", "norms", "embed", "head"), 0)
   for name, x in model.abstract_params(dense).items():

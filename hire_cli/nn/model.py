@@ -256,6 +256,6 @@ def abstract_params(cfg: ModelConfig) -> dict:
   """{"blocks/0/attn/w_out": ShapeDtypeStruct, ...}: the parameter tree of `cfg`'s model without
   allocating it; the parameter count, the cost model and checkpoint checks read shapes here."""
   abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
-  leaves = jax.tree_util.tree_flatten_with_path(nnx.state(abstract, nnx.Param))[0]
-  return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path[:-1]
-                   if getattr(k, "key", None) != "value"): v for path, v in leaves}
+  pure = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+  return {"/".join(str(k.key) for k in path): v
+          for path, v in jax.tree_util.tree_flatten_with_path(pure)[0]}

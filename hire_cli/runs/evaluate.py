@@ -44,7 +44,7 @@ def evaluate(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   found = metrics_lib.mean_metrics(metrics_lib.make_eval_fn(graphdef, mesh=mesh), params, val_rows,
                                    batch_size, eval_batches, mesh,
                                    progress="validation loss and recall",
-                                   first=max(model.bos_id, 0))
+                                   first=model.first_input)
   n_batches = len(data.eval_batches(val_rows, batch_size, eval_batches))
   metrics = {"step": int(step), "loss": found.pop("loss"),
              "eval_tokens": n_batches * batch_size * data_cfg.seq_len}

@@ -1,8 +1,6 @@
 """`hire import`: a GGUF file, or a pinned pretrained model by name, becomes a run folder that
 eval, generate, bench-latency and post-hoc training read with `--gin.MODEL_DIR=DIR` alone."""
 
-import pathlib
-
 from hire_cli import errors
 from hire_cli.lib import gguf_import, pretrained
 from hire_cli.report import reporting
@@ -19,10 +17,7 @@ def import_model(*, model_dir: str, gguf: str = "", pretrained_name: str = "",
                            f"{sorted(pretrained.MODELS)})")
   if dtype not in DTYPES:
     raise errors.UserError(f"IMPORT_DTYPE={dtype!r}; use one of {DTYPES}")
-  dest = pathlib.Path(model_dir)
-  if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-    raise errors.UserError(f"MODEL_DIR {dest} already exists and is not empty; import into a "
-                           "new folder (nothing was written)")
+  gguf_import.refuse_existing(model_dir)  # before any download
   provenance = {}
   if pretrained_name:
     gguf = str(pretrained.fetch(pretrained_name, progress=reporting.say))

@@ -167,7 +167,6 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
     if imported:
       _, _, params = checkpoint.restore_params(workdir, model, mesh)
       setup.state["params"] = jax.device_put(params, setup.state_shardings["params"])
-      reporting.say(f"Fine-tuning the model imported in {workdir} (its step-0 checkpoint)")
     if post_hoc:
       dense_cfg = _post_hoc_source(post_hoc_from, model)
       dense_step, _, dense_params = checkpoint.restore_params(post_hoc_from, dense_cfg, mesh)
@@ -190,7 +189,7 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
       "train": data.record(data_cfg, "train"),
       **({"validation": data.record(data_cfg, "validation")} if eval_every else {})}})
   st = setup.state
-  first = max(model.bos_id, 0)  # what each row's inputs start with: BOS for a BOS model
+  first = model.first_input  # BOS for a BOS model
   pending = None  # metrics of the previous step, pulled after the next one is dispatched
   last = {}
   mark = None  # (step, time) of the last log line: tokens/s and MFU over the steps since
