@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hire_cli.lib import gguf_families, gguf_import, state
+from hire_cli.lib import gguf_families, gguf_import, pretrained, state
 from hire_cli.nn import decode, layers
 from hire_cli.nn import model as model_lib
 from tests import gguf_fixtures
@@ -30,7 +30,7 @@ def imported(request, tmp_path_factory):
   arch = request.param
   path = WRITERS[arch](tmp_path_factory.mktemp(arch) / f"tiny_{arch}.gguf")
   ref = np.load(f"{REFERENCE}/tiny_{arch}.npz")
-  assert gguf_import.sha256(path) == str(ref["gguf_sha256"]), "fixture changed: remake refs"
+  assert pretrained.sha256_of(path) == str(ref["gguf_sha256"]), "fixture changed: remake refs"
   got_arch, cfg, flat, _ = gguf_import.read_model(str(path))
   assert got_arch == arch
   return arch, path, cfg, flat, ref

@@ -8,7 +8,6 @@ a refused or failed import leaves nothing behind.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
@@ -18,7 +17,7 @@ import time
 import numpy as np
 
 from hire_cli import errors
-from hire_cli.lib import checkpoint, gguf_families
+from hire_cli.lib import checkpoint, gguf_families, pretrained
 from hire_cli.nn import model as model_lib
 from hire_cli.nn.config import ModelConfig
 
@@ -116,14 +115,6 @@ def nest(flat: dict, cfg: ModelConfig) -> dict:
   return tree
 
 
-def sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 22), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def model_gin(cfg: ModelConfig, model_dir: pathlib.Path, vocab: str, source: str) -> str:
   """The run folder's gin: the model, where it lives and its vocabulary."""
   lines = [f"# Written by `hire import` from {source}. hire reads this file whenever MODEL_DIR",
@@ -170,7 +161,8 @@ def write_run_folder(gguf_path: str, model_dir: str, *, dtype: str = "float32",
                  "param_shapes": checkpoint.param_shapes(params), "imported": True}
     checkpoint.save(mgr, 0, {"params": params}, meta_ckpt)
     mgr.close()
-    record = {"gguf": str(pathlib.Path(gguf_path).absolute()), "sha256": sha256(gguf_path),
+    record = {"gguf": str(pathlib.Path(gguf_path).absolute()),
+              "sha256": pretrained.sha256_of(gguf_path),
               "architecture": arch, "name": meta.get("general.name"),
               "licence": meta.get("general.license"), "parameters": int(n), "dtype": dtype,
               "vocabulary": vocab_final, "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
