@@ -10,9 +10,9 @@ import numpy as np
 import seqio
 from absl import logging
 
-from hire_cli.evals import stats
+from hire_cli.evals import served_metrics, stats
 from hire_cli.lib import downstream_tasks, state
-from hire_cli.nn import served, softmax
+from hire_cli.nn import served
 from hire_cli.nn.config import ModelConfig
 from hire_cli.report import reporting
 
@@ -26,7 +26,7 @@ def target_positions(weights_BxL, multiple: int = 8) -> np.ndarray:
   return np.argsort(~w_BxL, axis=1, kind="stable")[:, :t].astype(np.int32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=8)
 def make_score_fn(graphdef):
   """Jitted per-batch scores of the target tokens: for each path ('' exact, '_hire' served) the
   summed log-likelihood ll_B, the token count n_B and greedy_B (every target token the argmax).
@@ -51,7 +51,7 @@ def make_score_fn(graphdef):
       hit_BxT = jnp.where(w_BxT > 0, top1_BxT == targets_BxT, True)
       return jnp.sum(logp_BxT * w_BxT, -1), jnp.all(hit_BxT, -1)
 
-    h_BxTxD = at_h(model(inputs_BxL)[0])
+    h_BxTxD = at_h(served.hidden(model, inputs_BxL, hire=False)[0])
     logits_BxTxV = model.logits(h_BxTxD).astype(jnp.float32)
     logp_BxTxV = jax.nn.log_softmax(logits_BxTxV, -1)
     logp_BxT = jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], -1)[..., 0]
@@ -61,7 +61,7 @@ def make_score_fn(graphdef):
     else:
       s = served.forward(served.bind(graphdef, params), inputs_BxL, pos_BxT)
       if s["cand"] is not None:
-        slogp_BxT = softmax.scoring_log_probs(s["logits"], s["cand"], targets_BxT)
+        slogp_BxT = served_metrics.scoring_log_probs(s["logits"], s["cand"], targets_BxT)
       else:
         slogp_BxT = jnp.take_along_axis(jax.nn.log_softmax(s["logits"], -1),
                                         targets_BxT[..., None], -1)[..., 0]

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from hire_cli.lib import data, sharding, state
-from hire_cli.nn import loss, served, softmax
+from hire_cli.evals import served_metrics
+from hire_cli.nn import loss, served
 from hire_cli.report import reporting
 
 
@@ -35,9 +36,9 @@ def make_eval_fn(graphdef, ks=(1, 8, 32), mesh=None):
     if cfg.hire_ffn is not None:
       out["top1_agreement/ffn"] = jnp.mean(jnp.argmax(served_BxLxV, -1) == exact_top1_BxL)
     if cfg.hire_softmax is not None:
-      scores_BxLxV = served_model.head.served_scores(out_served["h"])
-      out.update(softmax.served_metrics(served_BxLxV, out_served["cand"], targets_BxL, ks,
-                                        exact_top1_BxL, scores_BxLxV))
+      out.update(served_metrics.served_metrics(served_BxLxV, out_served["cand"], targets_BxL, ks,
+                                               exact_top1_BxL, out_served["scores"],
+                                               out_served["top1"]))
     else:
       out["served_loss"] = loss.cross_entropy(served_BxLxV, targets_BxL)[0]
       out["top1_agreement"] = out["top1_agreement/ffn"]

@@ -12,17 +12,18 @@ from hire_cli.nn import served
 from hire_cli.report import reporting
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=8)
 def _rank_fn(graphdef, k_max: int, kp_max: int):
   @jax.jit
   def ranks(params, inputs_BxL):
     """rank_BxLxK: where each of the exact top-k_max tokens sits in the approximator's order
     (kp_max when it is not among its top kp_max)."""
     model = served.bind(graphdef, params)
-    h_BxLxD, _ = model.served(inputs_BxL)  # what serving feeds the head (HiRE-FFN included)
+    # what serving feeds the head (HiRE-FFN included), and the ranking its candidates come from
+    h_BxLxD, _ = served.hidden(model, inputs_BxL)
     exact_BxLxV = model.logits(h_BxLxD).astype(jnp.float32)
     true_BxLxK = jax.lax.top_k(exact_BxLxV, k_max)[1]
-    approx_BxLxKp = jax.lax.top_k(model.head.served_scores(h_BxLxD).astype(jnp.float32),
+    approx_BxLxKp = jax.lax.top_k(served.approx_scores(model, h_BxLxD).astype(jnp.float32),
                                   kp_max)[1]
     match_BxLxKxKp = true_BxLxK[..., :, None] == approx_BxLxKp[..., None, :]
     first_BxLxK = jnp.argmax(match_BxLxKxKp, -1)

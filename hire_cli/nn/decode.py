@@ -2,8 +2,9 @@
 
 Token selection (greedy, or top-k sampling with temperature) happens inside the step, so the
 loop needs no host sync beyond reading the token when the caller wants it. `served` picks the
-path of every step: the model as trained, or the served path (`Transformer.served` and
-`served_top_k`); each (graphdef, served, sampling) gets its own programs, compiled once."""
+path of every step: the model as trained, or the served path, both through `served.py`'s
+interface (`hidden`, `next_token`); each (graphdef, served, sampling) gets its own programs,
+compiled once (the last few kept)."""
 
 import functools
 
@@ -11,26 +12,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hire_cli.nn import served as served_lib
 from hire_cli.nn.config import ModelConfig
 from hire_cli.nn.model import cache_with, init_cache, write_cache
 
 
-def next_token(model, h_Bx1xD, served: bool, key, top_k: int = 0, temperature: float = 0.0):
-  """The next token from the last hidden state: greedy when temperature == 0, else sampled from
-  the softmax over the top-k logits at `temperature`. `served` with a HiRE head reads only the
-  approximator and the k' gathered rows of W."""
-  k = 1 if temperature == 0 else top_k
-  if served:
-    values_BxK, ids_BxK = (x[:, 0] for x in model.served_top_k(h_Bx1xD, k))
-  else:
-    values_BxK, ids_BxK = jax.lax.top_k(model.logits(h_Bx1xD)[:, 0].astype(jnp.float32), k)
-  if temperature == 0:
-    return ids_BxK[:, 0].astype(jnp.int32)
-  choice_B = jax.random.categorical(key, values_BxK.astype(jnp.float32) / temperature, axis=-1)
-  return jnp.take_along_axis(ids_BxK, choice_B[:, None], -1)[:, 0].astype(jnp.int32)
-
-
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=16)
 def _fns(graphdef, served: bool, top_k: int, temperature: float):
   # Each call is two programs: the model reads the cache and returns the new keys and values,
   # then `write_cache` stores them in place (see model.Attention for why not one).
@@ -38,15 +25,15 @@ def _fns(graphdef, served: bool, top_k: int, temperature: float):
   def prefill_fn(params, cache, prompt_BxL, key):
     model = nnx.merge(graphdef, params)
     # Prefill is compute-bound: the exact model fills the cache; HiRE picks the next token.
-    h_BxLxD, new_kv = model(prompt_BxL, cache, 0)
-    return next_token(model, h_BxLxD[:, -1:], served, key, top_k, temperature), new_kv
+    h_BxLxD, new_kv = served_lib.hidden(model, prompt_BxL, cache, 0, hire=False)
+    return served_lib.next_token(model, h_BxLxD[:, -1:], key, top_k, temperature,
+                                 hire=served), new_kv
 
   @jax.jit
   def step_fn(params, cache, token_B, index, key):
     model = nnx.merge(graphdef, params)
-    forward = model.served if served else model
-    h_Bx1xD, new_kv = forward(token_B[:, None], cache, index)
-    return next_token(model, h_Bx1xD, served, key, top_k, temperature), new_kv
+    h_Bx1xD, new_kv = served_lib.hidden(model, token_B[:, None], cache, index, hire=served)
+    return served_lib.next_token(model, h_Bx1xD, key, top_k, temperature, hire=served), new_kv
 
   return prefill_fn, step_fn
 
@@ -109,19 +96,20 @@ def greedy(graphdef, params, cfg: ModelConfig, prompt_BxL, num_tokens: int,
   return generate(graphdef, params, cfg, prompt_BxL, num_tokens, served=served)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=16)
 def _forced_fn(graphdef, served: bool):
   @jax.jit
   def forced(params, cache, prompt_BxP, ref_BxT):
     model = nnx.merge(graphdef, params)
     p = prompt_BxP.shape[1]
-    h_BxPxD, kv = model(prompt_BxP, cache, 0)  # the exact prefill, as `generate` does
+    # the exact prefill, as `generate` does
+    h_BxPxD, kv = served_lib.hidden(model, prompt_BxP, cache, 0, hire=False)
     cache = cache_with(cache, kv, 0)
-    forward = model.served if served else model
-    h_BxTm1xD, _ = forward(ref_BxT[:, :-1], cache, p)
+    h_BxTm1xD, _ = served_lib.hidden(model, ref_BxT[:, :-1], cache, p, hire=served)
     h_BxTxD = jnp.concatenate([h_BxPxD[:, -1:], h_BxTm1xD], axis=1)
     b, t, d = h_BxTxD.shape  # each position as its own decode step: the same greedy choice
-    return next_token(model, h_BxTxD.reshape(b * t, 1, d), served, None).reshape(b, t)
+    return served_lib.next_token(model, h_BxTxD.reshape(b * t, 1, d), None,
+                                 hire=served).reshape(b, t)
 
   return forced
 

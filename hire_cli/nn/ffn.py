@@ -53,8 +53,8 @@ class Ffn(nnx.Module):
   def __call__(self, x_BxLxD):
     return self.project(self.hidden(x_BxLxD))
 
-  def served(self, x_BxLxD):
-    """The served path; the dense FFN has one path."""
+  def served(self, x_BxLxD, measure: bool = False):
+    """The served path; the dense FFN has one path (and selects nothing to `measure`)."""
     return self(x_BxLxD)
 
   def with_aux(self, x_BxLxD):
@@ -121,7 +121,6 @@ class HiReFfn(Ffn):
                                param_dtype=cfg.param_dtype)
     self.dynamic_overlap = bool(h.dynamic_overlap)
     self.mesh = None  # set by `serve_on`: the mesh whose model axis shards F when serving
-    self.measure_selection = False  # on a mesh, `served` also sows the selection's recall
 
   def serve_on(self, mesh):
     """Serve with the rows of W_in, W_out and of the approximator sharded over `mesh`'s model
@@ -238,8 +237,10 @@ class HiReFfn(Ffn):
     y, kept, read = ffn_groups.exact_step(weights, self.cfg, self.sizes, x_BxLxD, cand, shared)
     return {"y": y, "kept": kept, "read": read}
 
-  def served(self, x_BxLxD):
-    if self.mesh is not None and self.measure_selection:
+  def served(self, x_BxLxD, measure: bool = False):
+    """The inference path; `measure` (on a mesh) also sows the selection's recall against the
+    exact top-k'_g of the same approximate scores."""
+    if self.mesh is not None and measure:
       y_BxLxD, cand_BxLxKp, true_BxLxKp = mesh_serve.ffn_serve(self, x_BxLxD, exact_too=True)
       self.sow(nnx.Intermediate, "selection_recall", topk.recall(cand_BxLxKp, true_BxLxKp))
       return y_BxLxD

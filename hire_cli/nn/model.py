@@ -4,8 +4,9 @@ cache, an FFN (`ffn.py`) and an output head (`softmax.py`).
 `make_ffn` and `make_head` build the dense or the HiRE layer from the config. The forwards differ
 only in what the HiRE layers do:
 - `model(tokens, cache, index)`, `model.logits(h)`: the model as trained, exact.
-- `model.served(tokens, cache, index)`, `model.served_top_k(h, k)`: the served path (docs/method.md
-  section 6), each HiRE layer on its predicted candidates, computed exactly on those only.
+- `model.served(tokens, cache, index)`: the served body (docs/method.md section 6), each
+  HiRE-FFN on its predicted groups, computed exactly on those only. The served path as a whole
+  (body and output layer) is `served.py`'s interface, which every consumer calls.
 - `model.logits_with_aux(tokens)`: exact logits and the HiRE layers' approximator objectives,
   which they sow as `hire_aux` and this method captures (`nnx.capture`).
 No forward leaves state on the module. Every parameter carries logical axis names (`axes=`) that
@@ -14,6 +15,7 @@ under `nnx.remat` with the config's policy (`REMAT`): what the backward pass kee
 the numbers.
 """
 
+import functools
 import math
 
 import jax
@@ -123,11 +125,14 @@ class Block(nnx.Module):
       self.post_attn_norm = RMSNorm(cfg)
       self.post_ffn_norm = RMSNorm(cfg)
 
-  def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None, ffn_path="__call__"):
+  def __call__(self, x_BxLxD, pos_BxL, cache=None, index=None, ffn_path="__call__",
+               measure=False):
     """`ffn_path` names the FFN's forward ("__call__", "served" or "with_aux", see `ffn.py`);
-    attention has one path."""
+    attention has one path. `measure` asks the served FFN to sow its selection's recall."""
     a_BxLxD, new_cache = self.attn(self.attn_norm(x_BxLxD), pos_BxL, cache, index)
     f = getattr(self.ffn, ffn_path)
+    if measure:
+      f = functools.partial(f, measure=True)
     if hasattr(self, "post_attn_norm"):
       x_BxLxD = x_BxLxD + self.post_attn_norm(a_BxLxD)
       return x_BxLxD + self.post_ffn_norm(f(self.ffn_norm(x_BxLxD))), new_cache
@@ -137,7 +142,7 @@ class Block(nnx.Module):
 
 class Transformer(nnx.Module):
   """`__call__` (exact) and `served` return the final hidden states; `logits` applies the
-  output layer, `served_top_k` its served path."""
+  exact output layer (its served path is `served.select`)."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -152,10 +157,11 @@ class Transformer(nnx.Module):
     `write_cache(cache, that, index)` stores them."""
     return self._forward(tokens_BxL, cache, index, "__call__")
 
-  def served(self, tokens_BxL, cache=None, index=None):
+  def served(self, tokens_BxL, cache=None, index=None, measure: bool = False):
     """`__call__` on the served path: each HiRE-FFN computes only the groups its approximator
-    predicts (a model without one gives `__call__`'s result)."""
-    return self._forward(tokens_BxL, cache, index, "served")
+    predicts (a model without one gives `__call__`'s result). `measure`: the FFNs that select
+    on a mesh sow their selection's recall (`served.forward`)."""
+    return self._forward(tokens_BxL, cache, index, "served", measure=measure)
 
   def logits_with_aux(self, tokens_BxL, constrain=None):
     """(logits_BxLxV, sown): the exact logits of the model as trained (no cache) and the
@@ -171,7 +177,7 @@ class Transformer(nnx.Module):
 
   def prepare_serving(self):
     """Derives every HiRE layer's serving tensors from the trained weights (method.md section 6):
-    once when a checkpoint is loaded for serving; `served` and `served_top_k` read only them and
+    once when a checkpoint is loaded for serving; the served path (`served.py`) reads only them and
     the gathered rows or blocks of the exact matrices. A no-op when already prepared."""
     layers = [b.ffn for b in self.blocks] + [self.head]
     for layer in layers:
@@ -185,7 +191,7 @@ class Transformer(nnx.Module):
       if hasattr(layer, "serve_on"):
         layer.serve_on(mesh)
 
-  def _forward(self, tokens_BxL, cache, index, ffn_path: str, constrain=None):
+  def _forward(self, tokens_BxL, cache, index, ffn_path: str, constrain=None, measure=False):
     b, l = tokens_BxL.shape
     start = 0 if index is None else index
     pos_BxL = jnp.broadcast_to(start + jnp.arange(l, dtype=jnp.int32), (b, l))
@@ -203,7 +209,8 @@ class Transformer(nnx.Module):
                           policy=REMAT_POLICIES[self.cfg.remat])
         x_BxLxD = constrain(remat(block, x_BxLxD, pos_BxL))
         continue
-      x_BxLxD, c = block(x_BxLxD, pos_BxL, None if cache is None else cache[i], index, ffn_path)
+      x_BxLxD, c = block(x_BxLxD, pos_BxL, None if cache is None else cache[i], index, ffn_path,
+                         measure)
       x_BxLxD = constrain(x_BxLxD)
       new_caches.append(c)
     h_BxLxD = self.final_norm(x_BxLxD)
@@ -225,13 +232,6 @@ class Transformer(nnx.Module):
       w_VxD = self.embed[...].astype(self.cfg.compute_dtype)
       return jnp.einsum("bld,vd->blv", h_BxLxD, w_VxD)
     return self.head(h_BxLxD)
-
-  def served_top_k(self, h_BxLxD, k: int):
-    """(values_BxLxK float32, ids_BxLxK): the output layer's top-k on the served path, i.e.
-    HiRE-Softmax's exact top-k among its k' candidates, or the exact top-k of the logits."""
-    if self.cfg.hire_softmax is not None:
-      return self.head.served_top_k(h_BxLxD, k)[:2]
-    return jax.lax.top_k(self.logits(h_BxLxD).astype(jnp.float32), k)
 
 
 def cache_with(cache, new_kv, index):
