@@ -112,7 +112,7 @@ def _case(tmp, trained):
       "checkpoint every 0 steps": ("train", None, [*TINY, run, "CHECKPOINT_EVERY = 0"],
                                    "CHECKPOINT_EVERY=0"),
       "learning rate not a number": ("train", None, [*TINY, run, "LEARNING_RATE = 'abc'"],
-                                     "learning_rate='abc' must be a number"),
+                                     "LEARNING_RATE='abc' must be a number"),
       "model not a config": ("train", None, [*TINY, run, "MODEL = 'abc'"], "ModelConfig"),
       "fractional batch": ("train", None, [*TINY, run, "BATCH_SIZE = 2.5"], "BATCH_SIZE=2.5"),
       "empty MODEL_DIR": ("train", None, [*TINY, "MODEL_DIR = ''"], "MODEL_DIR is empty"),

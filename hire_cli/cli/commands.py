@@ -51,7 +51,8 @@ COMMON = """\
     --gin.MODEL_DIR=runs/mine     where checkpoints, config.gin, eval/ and bench/ go
     --gin.TRAIN_STEPS=2000        --gin.BATCH_SIZE=32       --gin.SEQ_LEN=128
     --gin.LEARNING_RATE=3e-3      --gin.SEED=0              --gin.MESH_MODEL=1
-  A macro that no config reads (a misspelling) is an error, with a did-you-mean.
+  A macro that no config reads (a misspelling) is an error, with a did-you-mean; so is a setting
+  that this command or the chosen TASK does not read (TRAIN_FILES needs TASK=text_files).
   Gin files: the run settings (configs/runs/*.gin) are always included; an experiment adds a
   model size, a variant and what differs:
     --gin_file=configs/experiments/small_hire.gin   (repeatable; later wins)

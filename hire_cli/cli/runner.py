@@ -25,10 +25,11 @@ def execute(command: str, gin_files=None, gin_bindings=None, *, prompt: str | No
   import gin
 
   from hire_cli import errors
-  from hire_cli.cli import commands, gin_utils  # heavy imports after flag parsing
+  from hire_cli.cli import commands, gin_utils, reads  # heavy imports after flag parsing
 
   try:
     gin_utils.parse(gin_files, gin_bindings)
+    reads.refuse_unread(command, gin_bindings)  # before anything is bound, run or written
     if command == "train":
       gin.bind_parameter("train.operative_config", gin_utils.config_str())
     if command == "generate" and prompt is not None:

@@ -35,11 +35,7 @@ class MeshConfig:
   fsdp: int = 1  # devices over which parameters and optimizer state are split (-1 = the rest)
 
   def __post_init__(self):
-    validate.fields(self)
-    if self.model < 1 or any(s < 1 and s != -1 for s in (self.data, self.fsdp)):
-      raise errors.UserError(
-          f"MESH_DATA={self.data}, MESH_FSDP={self.fsdp}, MESH_MODEL={self.model}: use positive "
-          "device counts, or -1 for all devices left by the other axes")
+    validate.fields(self)  # positive device counts, -1 = the rest (validate.RULES)
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:

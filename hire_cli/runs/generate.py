@@ -34,20 +34,17 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data_config.D
     prompt.encode("utf-8")
   except UnicodeEncodeError:
     raise errors.UserError("the prompt is not valid UTF-8 text; pass it as UTF-8") from None
-  if top_k > model.vocab_size:
-    raise errors.UserError(f"TOP_K={top_k} exceeds the vocabulary ({model.vocab_size}); lower it")
-  if num_tokens <= 0:
-    raise errors.UserError(f"GENERATE_TOKENS={num_tokens} must be positive")
-  if temperature < 0 or (temperature > 0 and top_k < 1):
-    raise errors.UserError("sampling needs TEMPERATURE > 0 and TOP_K >= 1 (TEMPERATURE 0 is "
-                           "greedy)")
+  if top_k > model.vocab_size:  # validate refused num_tokens, top_k < 1 and temperature < 0
+    raise errors.UserError(f"{validate.setting('generate_text', 'top_k', top_k)}={top_k} exceeds "
+                           f"the vocabulary ({model.vocab_size}); lower it")
   vocab = vocab_lib.load(data_cfg.vocab_path)
   ids = vocab.encode(prompt)
   bos = [model.bos_id] if model.bos_id >= 0 else []  # a model trained with BOS first (Gemma)
   if len(bos + ids) + num_tokens > model.max_len:
     raise errors.UserError(
         f"prompt ({len(ids)} tokens) + {num_tokens} new tokens exceeds the model's context "
-        f"max_len={model.max_len}; shorten the prompt or lower GENERATE_TOKENS")
+        f"max_len={model.max_len}; shorten the prompt or lower "
+        f"{validate.setting('generate_text', 'num_tokens', num_tokens)}")
   mesh = sharding.make_mesh(mesh_cfg)
   _, graphdef, params = checkpoint.restore_params(model_dir, model, mesh)
   graphdef, params = served.prepare(graphdef, params, mesh)  # the tensors a HiRE server keeps
