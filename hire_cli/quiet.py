@@ -1,10 +1,23 @@
-"""Keeping the console to what a user should read. TensorFlow (the input pipeline only) prints
-C++ log lines to stderr while it loads on a machine without a GPU ("Could not find cuda
-drivers", "failed call to cuInit", oneDNN notices); they are not errors of `hire`. It is loaded
-once with stderr silenced at the file-descriptor level; HIRE_VERBOSE=1 shows everything."""
+"""Keeping the console to what a user should read; HIRE_VERBOSE=1 shows everything.
+
+TensorFlow (the input pipeline only) prints C++ log lines to stderr while it loads on a machine
+without a GPU ("Could not find cuda drivers", "failed call to cuInit", oneDNN notices); it is
+loaded once with stderr silenced at the file-descriptor level. A damaged checkpoint makes Orbax
+log errors and leaves TensorStore reads behind whose callbacks find the event loop closed (a
+"RuntimeError: Event loop is closed" traceback each); `library_noise_dropped` holds them back
+while `hire` says in one line what it skipped. TFDS's notices while it builds the shipped corpus
+go the same way. None of these are errors of `hire`."""
 
 import contextlib
+import gc
+import io
+import logging
 import os
+import sys
+
+
+def verbose() -> bool:
+  return bool(os.environ.get("HIRE_VERBOSE"))
 
 
 @contextlib.contextmanager
@@ -22,7 +35,7 @@ def native_stderr_silenced():
 
 def load_tensorflow() -> None:
   """Imports TensorFlow (if installed) and starts its runtime without its log lines."""
-  if os.environ.get("HIRE_VERBOSE"):
+  if verbose():
     return
   with native_stderr_silenced():
     try:
@@ -30,3 +43,35 @@ def load_tensorflow() -> None:
       tf.constant(0)  # the runtime starts here: the CUDA probe logs on first use, not on import
     except ImportError:
       pass
+
+
+@contextlib.contextmanager
+def library_noise_dropped():
+  """Inside the block absl log records below CRITICAL (Orbax, TFDS) and unraisable exceptions
+  (the tracebacks of callbacks and coroutines that Orbax's restore abandons when it fails) are
+  dropped; the abandoned coroutines are collected before the block ends, so their reports fall
+  inside it. Nothing changes under HIRE_VERBOSE=1."""
+  if verbose():
+    yield
+    return
+  absl_logger = logging.getLogger("absl")
+  level, hook = absl_logger.level, sys.unraisablehook
+  absl_logger.setLevel(logging.CRITICAL)
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = hook
+    absl_logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def library_prints_dropped():
+  """Inside the block what libraries print to sys.stdout (TFDS's "Downloading and preparing
+  dataset ..." while it builds the shipped corpus) is dropped, unless HIRE_VERBOSE=1."""
+  if verbose():
+    yield
+    return
+  with contextlib.redirect_stdout(io.StringIO()):
+    yield

@@ -78,3 +78,27 @@ def test_2x4_mesh_matches_one_device_and_checkpoints_sharded(tmp_path, cpu_devic
 
   assert out["restore_2x4"] == [True, True], "restore on the same mesh: values and shardings"
   assert out["restore_1x1"] == [True, True], "restore onto another mesh reshards"
+
+
+_LOG_SCRIPT = r"""
+import contextlib, io, json, sys
+from hire_cli.lib import data, optimizer, sharding
+from hire_cli.nn.config import ModelConfig
+from hire_cli.runs import train
+
+cfg = ModelConfig(vocab_size=32000, d_model=16, n_layers=1, n_heads=2, d_head=8, d_ff=32,
+                  max_len=128)
+log = io.StringIO()
+with contextlib.redirect_stdout(log):
+  train.train(model_dir=sys.argv[1], model=cfg, data_cfg=data.DataConfig(seq_len=128),
+              opt=optimizer.OptimizerConfig(), train_steps=1, batch_size=4, dry_run=True,
+              mesh_cfg=sharding.MeshConfig(data=2, fsdp=2, model=2))
+print("RESULT" + json.dumps(log.getvalue().splitlines()))
+"""
+
+
+def test_the_train_log_begins_with_the_mesh(tmp_path, cpu_devices):
+  """The first line of `hire train` (a dry run here: the same start) names the mesh's axes and
+  sizes, its devices and the number of processes."""
+  lines = cpu_devices.run(_LOG_SCRIPT, str(tmp_path / "run"))
+  assert lines[0] == "mesh data=2 fsdp=2 model=2: 8 devices (cpu, ids 0-7), 1 process", lines

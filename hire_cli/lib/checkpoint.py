@@ -9,6 +9,7 @@ bytes changed on disk, or that holds non-finite values, is skipped for the previ
 import dataclasses
 import json
 import pathlib
+import re
 import shutil
 import time
 
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from hire_cli import errors
+from hire_cli import errors, quiet
 from hire_cli.lib import sharding
 from hire_cli.nn.config import ModelConfig
 
@@ -144,15 +145,17 @@ def restore_latest_good(mgr: ocp.CheckpointManager, make_abstract, check=None, *
   is a user error and left alone."""
   found, damaged = (None, None, None), []
   for step in sorted(mgr.all_steps(), reverse=True):
-    try:
-      meta = read_meta(mgr, step)
+    try:  # a failed read makes Orbax log and TensorStore print tracebacks: one line says it
+      with quiet.library_noise_dropped():
+        meta = read_meta(mgr, step)
     except Exception as e:  # noqa: BLE001 - any failure to read means damaged
       damaged.append((step, f"its description is unreadable: {_why(e)}"))
       continue
     if check is not None:
       check(meta)
     try:
-      state = restore(mgr, step, make_abstract(meta), partial=partial)
+      with quiet.library_noise_dropped():
+        state = restore(mgr, step, make_abstract(meta), partial=partial)
     except Exception as e:  # noqa: BLE001
       damaged.append((step, f"it does not restore: {_why(e)}"))
       continue
@@ -177,7 +180,14 @@ def set_aside(mgr: ocp.CheckpointManager, damaged) -> None:
 
 
 def _why(e: Exception) -> str:
-  first = (str(e).strip().splitlines() or [""])[0][:160]
+  """The error in a few words: TensorStore's chain of "Error opening ... driver" is cut to its
+  status and the array it could not read."""
+  text = str(e).strip()
+  array = re.search(r'Error reading "([^"/]+)/', text)
+  if array:
+    status = re.match(r"([A-Z_]+): ", text)
+    return f"{type(e).__name__}: {status.group(1) + ' ' if status else ''}reading {array[1]}"
+  first = (text.splitlines() or [""])[0][:160]
   return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 

@@ -56,6 +56,18 @@ def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
   return Mesh(grid, AXES)
 
 
+def describe(mesh: Mesh) -> str:
+  """'mesh data=2 fsdp=2 model=2: 8 devices (cpu, ids 0-7), 1 process': what a run runs on."""
+  devices = list(mesh.devices.flat)
+  ids = sorted(d.id for d in devices)
+  span = f"ids {ids[0]}-{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) else f"ids {ids}"
+  kinds = ", ".join(sorted({d.device_kind for d in devices}))
+  axes = " ".join(f"{name}={size}" for name, size in mesh.shape.items())
+  n = jax.process_count()
+  return (f"mesh {axes}: {len(devices)} device{'s' * (len(devices) > 1)} ({kinds}, {span}), "
+          f"{n} process{'es' * (n > 1)}")
+
+
 def batch_shards(mesh: Mesh) -> int:
   """How many ways the batch is split (data x fsdp)."""
   return mesh.shape["data"] * mesh.shape["fsdp"]

@@ -37,7 +37,9 @@ except RuntimeError:  # already initialised; nothing to do
 Vocab = seqio.SentencePieceVocabulary | hf_vocab.TokenizersVocabulary
 
 
-@functools.lru_cache(maxsize=None)
+# Keyed by path, and every imported model brings its own: a few recent ones are kept (a
+# 256k-token one can take tens of MB); the tasks registered with one keep their own reference.
+@functools.lru_cache(maxsize=8)
 def _vocab(path: str) -> Vocab:
   """A tokenizers .json (what `hire import` writes for byte-level BPE models) or a SentencePiece
   .model, which loads on first use."""

@@ -15,7 +15,7 @@ import shutil
 import seqio
 import tensorflow_datasets as tfds
 
-from hire_cli import errors, paths
+from hire_cli import errors, paths, quiet
 from hire_cli.lib import text_source
 
 SPLITS = ("train", "validation", "test")
@@ -67,6 +67,13 @@ def prepare(data_dir: pathlib.Path | None = None, manual_dir: pathlib.Path | Non
       if not f.readline().strip():
         raise errors.UserError(f"corpus split {s} ({manual_dir / f'{s}.jsonl.gz'}) is empty; "
                                "rebuild it with `python data/build_corpus.py`")
+  # TFDS warns of the folder it has not built yet and announces the build: not for the user.
+  with quiet.library_noise_dropped(), quiet.library_prints_dropped():
+    _build(data_dir, manual_dir)
+  return data_dir
+
+
+def _build(data_dir: pathlib.Path, manual_dir: pathlib.Path) -> None:
   builder = HireCorpus(data_dir=str(data_dir))
   # A build records the corpus it was made from; a changed corpus is built again, never read stale.
   stamp = pathlib.Path(builder.data_dir) / "SOURCE_FINGERPRINT"
@@ -78,7 +85,6 @@ def prepare(data_dir: pathlib.Path | None = None, manual_dir: pathlib.Path | Non
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=str(manual_dir), try_download_gcs=False))
     stamp.write_text(source)
-  return data_dir
 
 
 def source_fingerprint(manual_dir: pathlib.Path | None = None) -> str:

@@ -35,8 +35,8 @@ def make(setup: state.Setup, accum_steps: int = 1):
   def accumulated(params, inputs_BxL, targets_BxL):
     b, l = inputs_BxL.shape
     def split(x_BxL):
-      x_AxMxL = jnp.swapaxes(x_BxL.reshape(b // accum_steps, accum_steps, l), 0, 1)
-      return jax.lax.with_sharding_constraint(x_AxMxL, micro_sharding)
+      x_AxBmxL = jnp.swapaxes(x_BxL.reshape(b // accum_steps, accum_steps, l), 0, 1)
+      return jax.lax.with_sharding_constraint(x_AxBmxL, micro_sharding)
 
     def body(carry, micro):
       (_, metrics), grads = grad_fn(params, *micro)

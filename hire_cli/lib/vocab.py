@@ -69,7 +69,9 @@ class JsonVocabulary:
                                  skip_special_tokens=True)
 
 
-@functools.lru_cache(maxsize=None)
+# Keyed by path, and every imported model brings its own: a few recent ones are kept (a
+# 256k-token one can take tens of MB).
+@functools.lru_cache(maxsize=8)
 def load(path: str = "") -> Vocabulary | JsonVocabulary:
   path = path or str(paths.default_vocab_path())
   if not pathlib.Path(path).is_file():

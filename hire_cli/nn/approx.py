@@ -70,8 +70,8 @@ def svd_init(w_NxD, rank: int):
   """(a_Nxr, b_rxD) of the best rank-r approximation `a b ~ W`; sqrt(singular values) in each."""
   u_NxM, s_M, vt_MxD = jnp.linalg.svd(jax.lax.stop_gradient(w_NxD).astype(jnp.float32),
                                       full_matrices=False)
-  root_R = jnp.sqrt(s_M[:rank])
-  return u_NxM[:, :rank] * root_R, root_R[:, None] * vt_MxD[:rank]
+  root_r = jnp.sqrt(s_M[:rank])
+  return u_NxM[:, :rank] * root_r, root_r[:, None] * vt_MxD[:rank]
 
 
 class LowRank(nnx.Module):

@@ -1,10 +1,10 @@
 """FFN layers: the dense FFN and HiRE-FFN, the group-sparse top-k FFN (docs/method.md section 2).
 
 Weights are stored unit-major (F x D), so the `g` units of a group are one contiguous `g x D`
-block: viewing a matrix as `G x g x D` and gathering along G reads only the chosen blocks.
-Shape letters: `G` groups, `Gd = G - n_static` selectable (dynamic) groups, `Kp` candidates
-(k'_g), `C` groups read by the exact step. Scoring groups and the exact step on gathered groups
-are in `ffn_groups.py`.
+block: viewing a matrix as `Ng x g x D` and gathering along Ng reads only the chosen blocks.
+Shape letters: `Ng` groups, `Ngd = Ng - n_static` selectable (dynamic) groups, `k` kept (k_g),
+`Kp` candidates (k'_g), `C` groups read by the exact step. Scoring groups and the exact step on
+gathered groups are in `ffn_groups.py`.
 
 Every FFN has three forwards: `__call__` (the model as trained), `served` (what decoding runs)
 and `with_aux` (`__call__` plus the approximator's objective, sown as `hire_aux` for an
@@ -70,7 +70,7 @@ class Ffn(nnx.Module):
 class FfnSizes:
   """Group counts derived from `HiReFfnConfig` and the model's F."""
 
-  groups: int  # G = F / g
+  groups: int  # Ng = F / g
   k_g: int  # dynamic groups each token keeps
   k_prime_g: int  # candidate groups per token from the approximator
   n_static: int  # always-on groups (the first n_static), outside k_g and k'_g
@@ -161,8 +161,8 @@ class HiReFfn(Ffn):
     h, s = self.cfg.hire_ffn, self.sizes
     if not self.cfg.gated:
       pre_XxF = activate(pre_XxF, None, self.cfg.activation)
-    pre_XxGxg = pre_XxF.reshape(*pre_XxF.shape[:-1], s.groups, h.group_size)
-    return group_scores(pre_XxGxg, h.score)[..., s.n_static:]
+    pre_XxNgxg = pre_XxF.reshape(*pre_XxF.shape[:-1], s.groups, h.group_size)
+    return group_scores(pre_XxNgxg, h.score)[..., s.n_static:]
 
   def candidates(self, x_XxD):
     """Each token's k'_g candidate group ids (in [n_static, G))."""
@@ -178,10 +178,10 @@ class HiReFfn(Ffn):
     summed over the batch and the top `budget_g` groups win."""
     return self._shared_from(self.served_group_scores(x_BxLxD))
 
-  def _shared_from(self, s_BxLxGd):
+  def _shared_from(self, s_BxLxNgd):
     h = self.cfg.hire_ffn
-    votes_LxGd = jnp.sum(jax.nn.softmax(s_BxLxGd / h.temperature, axis=-1), axis=0)
-    _, idx_LxBud = topk.top_k(votes_LxGd, self.sizes.budget_g, h.topk_method)
+    votes_LxNgd = jnp.sum(jax.nn.softmax(s_BxLxNgd / h.temperature, axis=-1), axis=0)
+    _, idx_LxBud = topk.top_k(votes_LxNgd, self.sizes.budget_g, h.topk_method)
     return idx_LxBud + self.sizes.n_static
 
   # -- training path --------------------------------------------------------------------------
@@ -191,14 +191,14 @@ class HiReFfn(Ffn):
     top-k_g dynamic group ids). Gradients flow through the kept units; the choice is discrete."""
     h, s = self.cfg.hire_ffn, self.sizes
     act_BxLxF = self.hidden(x_BxLxD)
-    act_BxLxGxg = act_BxLxF.reshape(*act_BxLxF.shape[:-1], s.groups, h.group_size)
-    exact_BxLxG = jax.lax.stop_gradient(group_scores(act_BxLxGxg, h.score))
+    act_BxLxNgxg = act_BxLxF.reshape(*act_BxLxF.shape[:-1], s.groups, h.group_size)
+    exact_BxLxNg = jax.lax.stop_gradient(group_scores(act_BxLxNgxg, h.score))
     # The model itself is exact: its top-k_g is exact whatever topk_method picks candidates.
-    _, top_BxLxK = topk.top_k(exact_BxLxG[..., s.n_static:], s.k_g, "exact")
-    keep_BxLxG = keep_mask(top_BxLxK + s.n_static, s.groups)
-    keep_BxLxG = keep_BxLxG.at[..., :s.n_static].set(1.0)
-    act_BxLxGxg = act_BxLxGxg * keep_BxLxG[..., None].astype(act_BxLxGxg.dtype)
-    return act_BxLxGxg.reshape(act_BxLxF.shape), exact_BxLxG, top_BxLxK
+    _, top_BxLxk = topk.top_k(exact_BxLxNg[..., s.n_static:], s.k_g, "exact")
+    keep_BxLxNg = keep_mask(top_BxLxk + s.n_static, s.groups)
+    keep_BxLxNg = keep_BxLxNg.at[..., :s.n_static].set(1.0)
+    act_BxLxNgxg = act_BxLxNgxg * keep_BxLxNg[..., None].astype(act_BxLxNgxg.dtype)
+    return act_BxLxNgxg.reshape(act_BxLxF.shape), exact_BxLxNg, top_BxLxk
 
   def __call__(self, x_BxLxD):
     return self.project(self.topk_hidden(x_BxLxD)[0])
@@ -207,19 +207,19 @@ class HiReFfn(Ffn):
     """`__call__`, and sows `hire_aux` {"loss": weighted distillation loss, "metrics":
     {"recall@k", "approx_loss"}}: call it under `nnx.capture(..., nnx.Intermediate)`."""
     h, s = self.cfg.hire_ffn, self.sizes
-    act_BxLxF, exact_BxLxG, top_BxLxK = self.topk_hidden(x_BxLxD)
+    act_BxLxF, exact_BxLxNg, top_BxLxk = self.topk_hidden(x_BxLxD)
     y_BxLxD = self.project(act_BxLxF)
     # Approximator: its inputs and targets are stop-gradient, so its loss never moves the model.
-    approx_BxLxGd = self.approx_group_scores(jax.lax.stop_gradient(x_BxLxD),
+    approx_BxLxNgd = self.approx_group_scores(jax.lax.stop_gradient(x_BxLxD),
                                              jax.lax.stop_gradient(self.w_in[...]))
-    loss = approx.distill_loss(approx_BxLxGd, exact_BxLxG[..., s.n_static:], h.temperature)
-    _, cand_BxLxKp = topk.top_k(jax.lax.stop_gradient(approx_BxLxGd), s.k_prime_g, h.topk_method)
-    metrics = {"recall@k": topk.recall(cand_BxLxKp, top_BxLxK),
+    loss = approx.distill_loss(approx_BxLxNgd, exact_BxLxNg[..., s.n_static:], h.temperature)
+    _, cand_BxLxKp = topk.top_k(jax.lax.stop_gradient(approx_BxLxNgd), s.k_prime_g, h.topk_method)
+    metrics = {"recall@k": topk.recall(cand_BxLxKp, top_BxLxk),
                "approx_loss": jax.lax.stop_gradient(loss)}
     if self.dynamic_overlap:  # what serving uses: one set per position for the whole batch
-      shared_LxBud = self._shared_from(jax.lax.stop_gradient(approx_BxLxGd)) - s.n_static
-      shared_BxLxBud = jnp.broadcast_to(shared_LxBud, (*top_BxLxK.shape[:2], s.budget_g))
-      metrics["recall_shared@k"] = topk.recall(shared_BxLxBud, top_BxLxK)
+      shared_LxBud = self._shared_from(jax.lax.stop_gradient(approx_BxLxNgd)) - s.n_static
+      shared_BxLxBud = jnp.broadcast_to(shared_LxBud, (*top_BxLxk.shape[:2], s.budget_g))
+      metrics["recall_shared@k"] = topk.recall(shared_BxLxBud, top_BxLxk)
     self.sow(nnx.Intermediate, "hire_aux", {"loss": h.loss_weight * loss, "metrics": metrics})
     return y_BxLxD
 

@@ -33,9 +33,9 @@ class RMSNorm(nnx.Module):
 def rope(x_BxLxHxK, pos_BxL, base: float):
   """Rotary position embedding on the last axis (split into two halves)."""
   half = x_BxLxHxK.shape[-1] // 2
-  freq_F = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angle_BxLxF = pos_BxL[..., None].astype(jnp.float32) * freq_F
-  sin, cos = jnp.sin(angle_BxLxF)[:, :, None, :], jnp.cos(angle_BxLxF)[:, :, None, :]
+  freq_Kh = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_BxLxKh = pos_BxL[..., None].astype(jnp.float32) * freq_Kh
+  sin, cos = jnp.sin(angle_BxLxKh)[:, :, None, :], jnp.cos(angle_BxLxKh)[:, :, None, :]
   x1, x2 = x_BxLxHxK[..., :half].astype(jnp.float32), x_BxLxHxK[..., half:].astype(jnp.float32)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BxLxHxK.dtype)

@@ -14,7 +14,8 @@ runs one `shard_map` per call:
    summed over the shards (a psum of B x D, the reduction a sharded dense FFN does too).
 No part of `W`, `W_in`, `W_out` or (with DA-TOP-k) of the scores crosses devices. Letters: `X`
 tokens, `Nl` rows of one shard, `R` rows a shard computes exactly (k_loc, or k' for the
-baseline), `Kp` candidates, `C` groups a shard reads (its static ones, then R).
+baseline), `Kp` candidates, `C` groups a shard reads (its static ones, then R), `k` kept,
+`Ns` the local top-k_loc of every shard gathered, `Ngl` groups of one shard.
 """
 
 import jax
@@ -85,10 +86,10 @@ def _select(s_XxNl, k_prime: int, kl: int, method: str, exact_too: bool = False)
     out = (true_XxKp, rows_XxKp, mine_XxKp, slot_XxKp)
   else:
     vals_XxKl, rows_XxKl = jax.lax.top_k(s_XxNl, kl)
-    vals_XxS = topk.all_gather_last(vals_XxKl, AXIS)
-    ids_XxS = topk.all_gather_last(rows_XxKl + i * nl, AXIS)
-    _, pos_XxKp = jax.lax.top_k(vals_XxS, k_prime)
-    cand_XxKp = jnp.take_along_axis(ids_XxS, pos_XxKp, axis=-1)
+    vals_XxNs = topk.all_gather_last(vals_XxKl, AXIS)
+    ids_XxNs = topk.all_gather_last(rows_XxKl + i * nl, AXIS)
+    _, pos_XxKp = jax.lax.top_k(vals_XxNs, k_prime)
+    cand_XxKp = jnp.take_along_axis(ids_XxNs, pos_XxKp, axis=-1)
     out = (cand_XxKp, rows_XxKl, pos_XxKp // kl == i, pos_XxKp % kl)
   return out + ((true_XxKp,) if exact_too else ())
 
@@ -144,9 +145,9 @@ def ffn_serve(layer, x_XsxD, exact_too: bool = False):
     pre_XxFl = approx.scores_from_serving(h.approx, cfg.d_model, arrays, x_XxD)
     if not cfg.gated:
       pre_XxFl = activate(pre_XxFl, None, cfg.activation)
-    s_XxGl = ffn_groups.group_scores(pre_XxFl.reshape(-1, gl, g), h.score)
-    s_XxGl = jnp.where(i * gl + jnp.arange(gl) < s.n_static, -jnp.inf, s_XxGl)
-    cand, rows_XxR, mine, slot, *true = _select(s_XxGl, s.k_prime_g, kl, h.topk_method,
+    s_XxNgl = ffn_groups.group_scores(pre_XxFl.reshape(-1, gl, g), h.score)
+    s_XxNgl = jnp.where(i * gl + jnp.arange(gl) < s.n_static, -jnp.inf, s_XxNgl)
+    cand, rows_XxR, mine, slot, *true = _select(s_XxNgl, s.k_prime_g, kl, h.topk_method,
                                                 exact_too)
     static_C = jnp.arange(ns_loc, dtype=rows_XxR.dtype)
     read_XxC = jnp.concatenate(
@@ -167,8 +168,8 @@ def ffn_serve(layer, x_XsxD, exact_too: bool = False):
     act_XxCxg = each(act_of, x_XxD, read_XxC)
     score_XxC = ffn_groups.group_scores(act_XxCxg, h.score)
     exact_XxKp = _mine_only(score_XxC[:, ns_loc:], mine, slot)
-    _, kept_XxK = jax.lax.top_k(exact_XxKp, s.k_g)  # exact top-k_g among the candidates
-    kept_XxKp = ffn_groups.keep_mask(kept_XxK, s.k_prime_g) * mine
+    _, kept_Xxk = jax.lax.top_k(exact_XxKp, s.k_g)  # exact top-k_g among the candidates
+    kept_XxKp = ffn_groups.keep_mask(kept_Xxk, s.k_prime_g) * mine
     keep_XxR = jnp.sum(jax.nn.one_hot(slot, rows_XxR.shape[-1]) * kept_XxKp[..., None], axis=-2)
     static_ok_C = (i * gl + static_C < s.n_static).astype(jnp.float32)
     keep_XxC = jnp.concatenate(

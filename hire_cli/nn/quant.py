@@ -55,12 +55,12 @@ def pack_int4(q_NxD):
 
 
 @jax.jit
-def unpack_int4(packed_NxDh):
+def unpack_int4(packed_NxDp):
   """uint8 N x D/2 -> int8 N x D in [-8, 7]; inverse of `pack_int4`."""
-  lo, hi = packed_NxDh & 0xF, packed_NxDh >> 4
+  lo, hi = packed_NxDp & 0xF, packed_NxDp >> 4
   both = jnp.stack([lo, hi], axis=-1).astype(jnp.int8)
   q = (both ^ 8) - 8  # sign-extend the nibble
-  return q.reshape(*packed_NxDh.shape[:-1], 2 * packed_NxDh.shape[-1])
+  return q.reshape(*packed_NxDp.shape[:-1], 2 * packed_NxDp.shape[-1])
 
 
 def _qmax(bits: int) -> int:
@@ -76,11 +76,11 @@ def quantize(w_NxD, bits: int = 4, group_size: int = 0) -> QuantizedMatrix:
   n, d = w_NxD.shape
   check_quant_shape(d, bits, group_size)
   gs = group_size or d
-  w_NxGxC = jax.lax.stop_gradient(w_NxD).astype(jnp.float32).reshape(n, d // gs, gs)
-  scale_NxG = jnp.max(jnp.abs(w_NxGxC), axis=-1) / _qmax(bits)
+  w_NxNqxCq = jax.lax.stop_gradient(w_NxD).astype(jnp.float32).reshape(n, d // gs, gs)
+  scale_NxG = jnp.max(jnp.abs(w_NxNqxCq), axis=-1) / _qmax(bits)
   scale_NxG = jnp.where(scale_NxG > 0, scale_NxG, 1.0)  # an all-zero group stays zero
-  q_NxGxC = jnp.clip(jnp.round(w_NxGxC / scale_NxG[..., None]), -_qmax(bits), _qmax(bits))
-  q_NxD = q_NxGxC.reshape(n, d).astype(jnp.int8)
+  q_NxNqxCq = jnp.clip(jnp.round(w_NxNqxCq / scale_NxG[..., None]), -_qmax(bits), _qmax(bits))
+  q_NxD = q_NxNqxCq.reshape(n, d).astype(jnp.int8)
   packed = pack_int4(q_NxD) if bits == 4 else q_NxD
   return QuantizedMatrix(packed, scale_NxG, bits, d)
 
@@ -90,9 +90,9 @@ def dequantize(qm: QuantizedMatrix):
   """float32 N x D approximation of the original `W` (for tests and analysis; decoding never
   materializes it)."""
   q_NxD = unpack_int4(qm.packed) if qm.bits == 4 else qm.packed
-  q_NxGxC = q_NxD.reshape(q_NxD.shape[0], qm.scale_NxG.shape[-1], -1)
-  w_NxGxC = q_NxGxC.astype(jnp.float32) * qm.scale_NxG[..., None]
-  return w_NxGxC.reshape(w_NxGxC.shape[0], qm.d)
+  q_NxNqxCq = q_NxD.reshape(q_NxD.shape[0], qm.scale_NxG.shape[-1], -1)
+  w_NxNqxCq = q_NxNqxCq.astype(jnp.float32) * qm.scale_NxG[..., None]
+  return w_NxNqxCq.reshape(w_NxNqxCq.shape[0], qm.d)
 
 
 # Rows unpacked at a time by the CPU kernel: 512 x D int4 unpack to 4 MB of float32 at D = 2048,
@@ -111,19 +111,20 @@ def accumulate_dtype(dtype):
   return None if jnp.dtype(dtype) == jnp.float32 else jnp.float32
 
 
-def _block_scores(h_BxGxC, packed_RxP, scale_RxG, bits: int):
-  """float32 scores of R rows: unpack them, integer weights times `h` per group, then scales."""
-  q_RxD = unpack_int4(packed_RxP) if bits == 4 else packed_RxP
-  g, c = h_BxGxC.shape[1:]
+def _block_scores(h_BxNqxCq, packed_RxDp, scale_RxNq, bits: int):
+  """float32 scores of R rows (`Dp` packed width, `Nq` scale groups of `Cq` values): unpack
+  them, integer weights times `h` per group, then scales."""
+  q_RxD = unpack_int4(packed_RxDp) if bits == 4 else packed_RxDp
+  g, c = h_BxNqxCq.shape[1:]
   # int4 and int8 values are exact in bfloat16, so `h`'s dtype loses nothing on the weights.
-  q_RxGxC = q_RxD.reshape(q_RxD.shape[0], g, c).astype(h_BxGxC.dtype)
-  acc = accumulate_dtype(h_BxGxC.dtype)
+  q_RxNqxCq = q_RxD.reshape(q_RxD.shape[0], g, c).astype(h_BxNqxCq.dtype)
+  acc = accumulate_dtype(h_BxNqxCq.dtype)
   if g == 1:
     # A matmul against the transposed block: XLA:CPU runs jnp.einsum("bc,rc->br") 2.6x slower.
-    return jnp.matmul(h_BxGxC[:, 0], q_RxGxC[:, 0].T,
-                      preferred_element_type=acc).astype(jnp.float32) * scale_RxG[:, 0]
-  part_BxRxG = jnp.einsum("bgc,rgc->brg", h_BxGxC, q_RxGxC, preferred_element_type=acc)
-  return jnp.einsum("brg,rg->br", part_BxRxG, scale_RxG)
+    return jnp.matmul(h_BxNqxCq[:, 0], q_RxNqxCq[:, 0].T,
+                      preferred_element_type=acc).astype(jnp.float32) * scale_RxNq[:, 0]
+  part_BxRxNq = jnp.einsum("bgc,rgc->brg", h_BxNqxCq, q_RxNqxCq, preferred_element_type=acc)
+  return jnp.einsum("brg,rg->br", part_BxRxNq, scale_RxNq)
 
 
 @jax.jit
@@ -133,17 +134,17 @@ def quantized_scores(h_XxD, qm: QuantizedMatrix):
   On CPU the rows go through in blocks of `BLOCK_ROWS` (a loop): only one block is unpacked at a
   time, so a step reads the packed bytes once. Elsewhere the unpack is left to XLA's fusion."""
   n, g = qm.scale_NxG.shape
-  h_BxGxC = h_XxD.reshape(-1, g, qm.d // g)
+  h_BxNqxCq = h_XxD.reshape(-1, g, qm.d // g)
   rows = _block_rows(n) if jax.default_backend() == "cpu" else n
   if rows == n:
-    s_BxN = _block_scores(h_BxGxC, qm.packed, qm.scale_NxG, qm.bits)
+    s_BxN = _block_scores(h_BxNqxCq, qm.packed, qm.scale_NxG, qm.bits)
   else:
     nb = n // rows
-    packed_NbxRxP = qm.packed.reshape(nb, rows, qm.packed.shape[-1])
-    scale_NbxRxG = qm.scale_NxG.reshape(nb, rows, g)
-    s_NbxBxR = jax.lax.map(lambda a: _block_scores(h_BxGxC, a[0], a[1], qm.bits),
-                           (packed_NbxRxP, scale_NbxRxG))
-    s_BxN = jnp.moveaxis(s_NbxBxR, 0, 1).reshape(h_BxGxC.shape[0], n)
+    packed_NbxRxDp = qm.packed.reshape(nb, rows, qm.packed.shape[-1])
+    scale_NbxRxNq = qm.scale_NxG.reshape(nb, rows, g)
+    s_NbxBxR = jax.lax.map(lambda a: _block_scores(h_BxNqxCq, a[0], a[1], qm.bits),
+                           (packed_NbxRxDp, scale_NbxRxNq))
+    s_BxN = jnp.moveaxis(s_NbxBxR, 0, 1).reshape(h_BxNqxCq.shape[0], n)
   return s_BxN.reshape(*h_XxD.shape[:-1], n)
 
 

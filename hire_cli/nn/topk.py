@@ -1,7 +1,8 @@
 """Top-k operators: exact, two-stage approximate, `lax.approx_max_k`, and DA-TOP-k over a mesh.
 
-All operate on the last axis. Two-stage shape letters: `C` buckets of `M` scores each, `Kb` kept
-per bucket, `S = C * Kb` survivors for the exact second stage (docs/method.md section 4).
+All operate on the last axis; `k` is how many are kept. Two-stage shape letters: `Nc` buckets of
+`Mb` scores each, `Kb` kept per bucket, `Ns = Nc * Kb` survivors for the exact second stage
+(docs/method.md section 4). Letters as in docs/ARCHITECTURE.md ("Names").
 """
 
 import dataclasses
@@ -35,7 +36,7 @@ _INVARIANT = ({"to": "invarying"} if "to" in inspect.signature(jax.lax.all_gathe
 
 @functools.partial(jax.jit, static_argnames=("k",))
 def exact_top_k(scores_BxN, k: int):
-  """(values_BxK, indices_BxK) of the k largest scores, sorted descending."""
+  """(values_Bxk, indices_Bxk) of the k largest scores, sorted descending."""
   return tuple(jax.lax.top_k(scores_BxN, k))
 
 
@@ -48,8 +49,8 @@ def two_stage_top_k(scores_BxN, k: int, num_buckets: int, per_bucket: int):
   """Approximate top-k: top `per_bucket` of each of `num_buckets` buckets, then exact top-k.
 
   Position i goes to bucket i % num_buckets (as in `approx_max_k`), so a top-k that sits in one
-  contiguous block is spread over the buckets instead of crowding one. Returns (values_BxK,
-  indices_BxK) with indices into the original last axis.
+  contiguous block is spread over the buckets instead of crowding one. Returns (values_Bxk,
+  indices_Bxk) with indices into the original last axis.
   """
   *lead, n = scores_BxN.shape
   if not 1 <= k <= n:
@@ -66,13 +67,13 @@ def two_stage_top_k(scores_BxN, k: int, num_buckets: int, per_bucket: int):
   # survivors always contain >= k real scores.
   scores_BxN = jnp.pad(scores_BxN, [(0, 0)] * len(lead) + [(0, pad)],
                        constant_values=_lowest(scores_BxN.dtype))
-  bucket_BxCxM = jnp.swapaxes(scores_BxN.reshape(*lead, m, num_buckets), -1, -2)
-  vals_BxCxKb, slot_BxCxKb = jax.lax.top_k(bucket_BxCxM, kb)
-  idx_BxCxKb = slot_BxCxKb * num_buckets + jnp.arange(num_buckets)[:, None]
-  vals_BxS = vals_BxCxKb.reshape(*lead, num_buckets * kb)
-  idx_BxS = idx_BxCxKb.reshape(*lead, num_buckets * kb)
-  values_BxK, pos_BxK = jax.lax.top_k(vals_BxS, k)
-  return values_BxK, jnp.take_along_axis(idx_BxS, pos_BxK, axis=-1)
+  bucket_BxNcxMb = jnp.swapaxes(scores_BxN.reshape(*lead, m, num_buckets), -1, -2)
+  vals_BxNcxKb, slot_BxNcxKb = jax.lax.top_k(bucket_BxNcxMb, kb)
+  idx_BxNcxKb = slot_BxNcxKb * num_buckets + jnp.arange(num_buckets)[:, None]
+  vals_BxNs = vals_BxNcxKb.reshape(*lead, num_buckets * kb)
+  idx_BxNs = idx_BxNcxKb.reshape(*lead, num_buckets * kb)
+  values_Bxk, pos_Bxk = jax.lax.top_k(vals_BxNs, k)
+  return values_Bxk, jnp.take_along_axis(idx_BxNs, pos_Bxk, axis=-1)
 
 
 def _log_choose(a, b):
@@ -150,14 +151,14 @@ def choose_buckets(n: int, k: int, target_recall: float, *,
 
 @functools.partial(jax.jit, static_argnames=("k", "recall_target"))
 def approx_max_k(scores_BxN, k: int, recall_target: float = 0.95):
-  """`jax.lax.approx_max_k` on the last axis: (values_BxK, indices_BxK)."""
+  """`jax.lax.approx_max_k` on the last axis: (values_Bxk, indices_Bxk)."""
   # Only TPU has the fast two-stage kernel; CPU and GPU lower it to an exact sort that ignores
   # recall_target (jax issue #24414), so `two_stage_top_k` is the portable approximation.
   return tuple(jax.lax.approx_max_k(scores_BxN, k, recall_target=recall_target))
 
 
 def top_k(scores_BxN, k: int, method: str = "exact", recall_target: float = 0.99):
-  """(values_BxK, indices_BxK) by `method` (one of METHODS; the MESH_METHODS are exact here:
+  """(values_Bxk, indices_Bxk) by `method` (one of METHODS; the MESH_METHODS are exact here:
   on one device, or outside a mesh-served layer, there is one shard)."""
   if method == "exact" or method in MESH_METHODS:
     return exact_top_k(scores_BxN, k)
@@ -188,7 +189,7 @@ def da_top_k(scores_BxN, k: int, k_loc: int, mesh: Mesh, axis: str = "model",
   """DA-TOP-k: local top-`k_loc` per shard of N on `axis`, all-gather those, final top-k.
 
   Exact when k_loc >= k; otherwise the two-stage algorithm with devices as buckets
-  (`expected_recall(n, k, D, k_loc)`). Returns replicated (values_BxK, global indices_BxK).
+  (`expected_recall(n, k, D, k_loc)`). Returns replicated (values_Bxk, global indices_Bxk).
   `batch_axis` shards the first dimension (e.g. "data") so no device repeats another's rows.
   """
   n = scores_BxN.shape[-1]
@@ -202,12 +203,12 @@ def da_top_k(scores_BxN, k: int, k_loc: int, mesh: Mesh, axis: str = "model",
   def local(shard_BxNd):
     vals_BxKl, idx_BxKl = jax.lax.top_k(shard_BxNd, k_loc)
     idx_BxKl = idx_BxKl + jax.lax.axis_index(axis) * shard
-    vals_BxS = jax.lax.all_gather(vals_BxKl, axis, axis=vals_BxKl.ndim - 1, tiled=True,
+    vals_BxNs = jax.lax.all_gather(vals_BxKl, axis, axis=vals_BxKl.ndim - 1, tiled=True,
                                   **_INVARIANT)
-    idx_BxS = jax.lax.all_gather(idx_BxKl, axis, axis=idx_BxKl.ndim - 1, tiled=True,
+    idx_BxNs = jax.lax.all_gather(idx_BxKl, axis, axis=idx_BxKl.ndim - 1, tiled=True,
                                  **_INVARIANT)
-    values_BxK, pos_BxK = jax.lax.top_k(vals_BxS, k)
-    return values_BxK, jnp.take_along_axis(idx_BxS, pos_BxK, axis=-1)
+    values_Bxk, pos_Bxk = jax.lax.top_k(vals_BxNs, k)
+    return values_Bxk, jnp.take_along_axis(idx_BxNs, pos_Bxk, axis=-1)
 
   return _shard_map(local, mesh=mesh, in_specs=(in_spec,), out_specs=(out_spec, out_spec))(
       scores_BxN)
@@ -249,11 +250,11 @@ def choose_k_loc(n: int, k: int, num_devices: int, target_recall: float) -> int:
   return lo
 
 
-def recall(pred_idx_BxKp, true_idx_BxK):
+def recall(pred_idx_BxKp, true_idx_Bxk):
   """Mean fraction of the true top-k indices found among the predicted candidates."""
-  k, kp = true_idx_BxK.shape[-1], pred_idx_BxKp.shape[-1]
+  k, kp = true_idx_Bxk.shape[-1], pred_idx_BxKp.shape[-1]
   pred_RxKp = jnp.sort(pred_idx_BxKp.reshape(-1, kp), axis=-1)
-  true_RxK = true_idx_BxK.reshape(-1, k)
-  pos_RxK = jax.vmap(jnp.searchsorted)(pred_RxKp, true_RxK)
-  found_RxK = jnp.take_along_axis(pred_RxKp, jnp.minimum(pos_RxK, kp - 1), axis=-1) == true_RxK
-  return jnp.mean(found_RxK.astype(jnp.float32))
+  true_Rxk = true_idx_Bxk.reshape(-1, k)
+  pos_Rxk = jax.vmap(jnp.searchsorted)(pred_RxKp, true_Rxk)
+  found_Rxk = jnp.take_along_axis(pred_RxKp, jnp.minimum(pos_Rxk, kp - 1), axis=-1) == true_Rxk
+  return jnp.mean(found_Rxk.astype(jnp.float32))

@@ -5,6 +5,7 @@ import dataclasses
 import math
 import pathlib
 import time
+from typing import Any
 
 import jax
 
@@ -18,6 +19,7 @@ from hire_cli.lib import (
   sharding,
   state,
   train_cost,
+  train_plan,
   train_step,
   writable,
 )
@@ -50,10 +52,11 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   (one writer per run folder). Returns the final metrics (last train loss, validation loss if
   evaluated)."""
   validate.arguments(train, locals())
-  plan = check_run(model_dir=model_dir, model=model, data_cfg=data_cfg, mesh_cfg=mesh_cfg,
-                   batch_size=batch_size, post_hoc_from=post_hoc_from, evaluates=eval_every > 0,
-                   grad_accum_steps=grad_accum_steps)
+  plan = train_plan.check(model_dir=model_dir, model=model, data_cfg=data_cfg, mesh_cfg=mesh_cfg,
+                          batch_size=batch_size, post_hoc_from=post_hoc_from,
+                          evaluates=eval_every > 0, grad_accum_steps=grad_accum_steps)
   mesh = plan["mesh"]
+  reporting.say(sharding.describe(mesh))  # the first line of the log: where the run runs
   setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True,
                        freeze_model=bool(post_hoc_from))
   step_fn, cost = train_cost.compile_step(train_step.make(setup, grad_accum_steps), setup.state,
@@ -70,61 +73,21 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   speed = {"flops_per_token": model.train_flops_per_token(data_cfg.seq_len),
            "peak": train_cost.peak_flops(jax.local_devices()[0], peak_tflops)}
   with lock.RunLock(workdir) if reporting.is_chief() else contextlib.nullcontext():
-    return _train(workdir, model, data_cfg, opt, setup, step_fn, plan["rows"], train_steps,
-                  batch_size, seed, checkpoint_every, keep_checkpoints, log_every, eval_every,
-                  eval_batches, post_hoc_from, start_over, operative_config, speed)
-
-
-def check_run(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
-              mesh_cfg: sharding.MeshConfig, batch_size: int, post_hoc_from: str = "",
-              evaluates: bool = False, grad_accum_steps: int = 1) -> dict:
-  """What `train` checks before it writes anything (also `hire train --dry_run`): the model
-  against the data (and the validation data if `evaluates`), the mesh and the checkpoints
-  already in MODEL_DIR. {"mesh", "rows"}."""
-  if not model_dir:
-    raise errors.UserError("MODEL_DIR is empty; pass --gin.MODEL_DIR=runs/NAME")
-  if data_cfg.seq_len > model.max_len:
-    raise errors.UserError(f"SEQ_LEN={data_cfg.seq_len} exceeds the model's "
-                           f"max_len={model.max_len}")
-  mesh = sharding.make_mesh(mesh_cfg)
-  shards = sharding.batch_shards(mesh)
-  if grad_accum_steps < 1 or batch_size % (shards * grad_accum_steps):
-    raise errors.UserError(
-        f"BATCH_SIZE={batch_size} must divide into GRAD_ACCUM_STEPS={grad_accum_steps} "
-        f"micro-batches split over the mesh's data x fsdp axes ({shards} devices); use a "
-        f"multiple of {shards * max(grad_accum_steps, 1)}")
-  data.check(data_cfg, "train")  # the train data, then the validation data: cheap checks first
-  if evaluates:
-    data.check(data_cfg, "validation")
-  rows_NxL = data.load_rows(data_cfg, "train")
-  vocab_size = int(rows_NxL.max()) + 1
-  if vocab_size > model.vocab_size:
-    raise errors.UserError(
-        f"the data has token ids up to {vocab_size - 1} but the model's vocab_size is "
-        f"{model.vocab_size}; set ModelConfig.vocab_size to the vocabulary's size")
-  if post_hoc_from and not model.has_hire:
-    raise errors.UserError("POST_HOC_FROM is set but the model has no HiRE layer; include a "
-                           "configs/variants/hire*.gin file")
-  if post_hoc_from:
-    _post_hoc_source(post_hoc_from, model)
-  meta = checkpoint.latest_meta(model_dir)
-  if meta is not None:  # a resume: the same model (shapes and dtypes)
-    abstract = state.abstract_model(model)[1]
-    checkpoint.check_compatible(meta, model, abstract, str(model_dir))
-  return {"mesh": mesh, "rows": rows_NxL}
+    run = _Run(workdir=workdir, history=workdir / "history.jsonl", model=model,
+               data_cfg=data_cfg, opt=opt, mesh=mesh, train_steps=train_steps,
+               batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
+               log_every=log_every, eval_every=eval_every, eval_batches=eval_batches,
+               post_hoc=bool(post_hoc_from), speed=speed)
+    return _train(run, setup=setup, step_fn=step_fn, rows_NxL=plan["rows"],
+                  keep_checkpoints=keep_checkpoints, post_hoc_from=post_hoc_from,
+                  start_over=start_over, operative_config=operative_config)
 
 
 def _describe(workdir: pathlib.Path, model: ModelConfig, data_cfg, plan: dict, train_steps: int,
               batch_size: int, post_hoc_from: str) -> dict:
-  meta = checkpoint.latest_meta(workdir)
-  start = int(meta["step"]) if meta else 0
-  mesh = plan["mesh"]
-  out = {"model_dir": str(workdir), "params": model.num_params(), "start_step": start,
-         "train_steps": train_steps, "batch_size": batch_size, "seq_len": data_cfg.seq_len,
-         "task": data_cfg.task, "train_rows": len(plan["rows"]),
-         "data_fingerprint": data.record(data_cfg, "train")["fingerprint"][:16],
-         "mesh": dict(mesh.shape), "hire_softmax": model.hire_softmax is not None,
-         "hire_ffn": model.hire_ffn is not None, "post_hoc_from": post_hoc_from}
+  out = train_plan.summary(workdir, model, data_cfg, plan, train_steps, batch_size,
+                           post_hoc_from)
+  start = out["start_step"]
   reporting.say(reporting.table(list(out.items()), title="hire train --dry_run: the settings "
                                 "are valid; this run would"))
   reporting.say(f"{'resume from step ' + str(start) if start else 'start from scratch'}, train to "
@@ -133,20 +96,63 @@ def _describe(workdir: pathlib.Path, model: ModelConfig, data_cfg, plan: dict, t
   return out
 
 
-def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step_fn, rows_NxL,
-           train_steps: int, batch_size: int, seed: int, checkpoint_every: int,
-           keep_checkpoints: int, log_every: int, eval_every: int, eval_batches: int,
-           post_hoc_from: str, start_over: bool, operative_config: str, speed: dict) -> dict:
-  mesh = setup.mesh
-  stream = data.BatchStream(rows_NxL, batch_size, seed, jax.process_index(), jax.process_count())
-  val_rows = data.load_rows(data_cfg, "validation") if eval_every else None
-  post_hoc = bool(post_hoc_from)
-  mgr = checkpoint.manager(workdir, max_to_keep=keep_checkpoints)
+@dataclasses.dataclass
+class _Run:
+  """What the steps of the training loop share: `train`'s settings and what the run writes to."""
+  workdir: pathlib.Path
+  history: pathlib.Path  # the same scalars as TensorBoard, one JSON object a line
+  model: ModelConfig
+  data_cfg: data.DataConfig
+  opt: optimizer.OptimizerConfig
+  mesh: Any
+  train_steps: int
+  batch_size: int
+  seed: int
+  checkpoint_every: int
+  log_every: int
+  eval_every: int
+  eval_batches: int
+  post_hoc: bool
+  speed: dict  # flops_per_token, peak (FLOP/s per device; 0 = unknown)
+  mgr: Any = None  # the Orbax CheckpointManager
+  writer: Any = None  # TensorBoard
+  progress: Any = None
+  eval_fn: Any = None
+  val_rows_NxL: Any = None
+  mark: tuple | None = None  # (step, time) of the last log line: tokens/s and MFU since
+
+
+def _train(run: _Run, *, setup, step_fn, rows_NxL, keep_checkpoints: int, post_hoc_from: str,
+           start_over: bool, operative_config: str) -> dict:
+  stream = data.BatchStream(rows_NxL, run.batch_size, run.seed, jax.process_index(),
+                            jax.process_count())
+  run.val_rows_NxL = data.load_rows(run.data_cfg, "validation") if run.eval_every else None
+  run.mgr = checkpoint.manager(run.workdir, max_to_keep=keep_checkpoints)
+  setup, start = _resume_or_start(run, setup, rows_NxL=rows_NxL, post_hoc_from=post_hoc_from,
+                                  start_over=start_over, operative_config=operative_config)
+  if start >= run.train_steps:
+    reporting.say(f"Already at step {start} >= TRAIN_STEPS={run.train_steps}; nothing to train.")
+    return {"step": start}
+  run.eval_fn = val_metrics.make_eval_fn(setup.graphdef) if run.eval_every else None
+  run.writer = reporting.writer(run.workdir / "tb" / "train")
+  run.progress = reporting.Progress(start, run.train_steps)
+  reporting.append_jsonl(run.history, {"step": start, "data": {  # what the numbers are from
+      "train": data.record(run.data_cfg, "train"),
+      **({"validation": data.record(run.data_cfg, "validation")} if run.eval_every else {})}})
+  st, last = _loop(run, setup.state, start=start, stream=stream, step_fn=step_fn)
+  return _finish(run, st, last)
+
+
+def _resume_or_start(run: _Run, setup, *, rows_NxL, post_hoc_from: str, start_over: bool,
+                     operative_config: str):
+  """(setup, first step): the newest good checkpoint (damaged ones set aside), else a new state
+  (from an imported folder's parameters, or a dense run's for post-hoc HiRE)."""
+  workdir, model, mesh = run.workdir, run.model, run.mesh
   # A `hire import` folder holds parameters only: fine-tuning starts from them at step 0.
-  imported = bool((checkpoint.latest_meta(workdir) or {}).get("imported")) and not post_hoc
+  imported = bool((checkpoint.latest_meta(workdir) or {}).get("imported")) and not run.post_hoc
   found, restored, _, damaged = (None, None, None, []) if imported else \
       checkpoint.restore_latest_good(
-          mgr, lambda meta: setup.state,
+          run.mgr, lambda meta: setup.state,
           lambda meta: checkpoint.check_compatible(meta, model, setup.state["params"],
                                                    str(workdir)))
   if found is None and damaged and not start_over:
@@ -154,139 +160,137 @@ def _train(workdir: pathlib.Path, model: ModelConfig, data_cfg, opt, setup, step
         f"every checkpoint in {workdir / 'checkpoints'} is damaged ({damaged[0][1]}); nothing "
         "was changed. To train from step 0 instead, pass --gin.START_OVER=True (the damaged "
         "checkpoints are then moved to damaged_checkpoints/)")
-  checkpoint.set_aside(mgr, damaged)  # out of the way of the saves that redo their steps
+  checkpoint.set_aside(run.mgr, damaged)  # out of the way of the saves that redo their steps
   if reporting.is_chief() and operative_config:  # written once nothing can refuse the run
     (workdir / "config.gin").write_text(operative_config)
   if found is not None:
     setup.state = restored
     start = int(setup.state["step"])
     reporting.say(f"Resuming from checkpoint at step {start} in {workdir / 'checkpoints'}")
-  else:
-    setup = state.create(model, opt, train_steps, seed, mesh, freeze_model=post_hoc)
-    start = 0
-    if imported:
-      _, _, params = checkpoint.restore_params(workdir, model, mesh)
-      setup.state["params"] = jax.device_put(params, setup.state_shardings["params"])
-    if post_hoc:
-      dense_cfg = _post_hoc_source(post_hoc_from, model)
-      dense_step, _, dense_params = checkpoint.restore_params(post_hoc_from, dense_cfg, mesh)
-      setup.state["params"] = state.post_hoc_params(
-          setup.graphdef, setup.state["params"], dense_params, setup.state_shardings["params"])
-      reporting.say(f"Post-hoc HiRE: model frozen at {post_hoc_from} step {dense_step}; "
-                    "training the approximators only")
-    how = "Fine-tuning from step 0" if imported else "Starting from scratch"
-    reporting.say(f"{how} in {workdir} ({model.num_params() / 1e6:.2f}M params, "
-                  f"{len(rows_NxL)} train rows of {data_cfg.seq_len} tokens)")
-  if start >= train_steps:
-    reporting.say(f"Already at step {start} >= TRAIN_STEPS={train_steps}; nothing to train.")
-    return {"step": start}
+    return setup, start
+  setup = state.create(model, run.opt, run.train_steps, run.seed, mesh, freeze_model=run.post_hoc)
+  if imported:
+    _, _, params = checkpoint.restore_params(workdir, model, mesh)
+    setup.state["params"] = jax.device_put(params, setup.state_shardings["params"])
+  if run.post_hoc:
+    dense_cfg = train_plan.post_hoc_source(post_hoc_from, model)
+    dense_step, _, dense_params = checkpoint.restore_params(post_hoc_from, dense_cfg, mesh)
+    setup.state["params"] = state.post_hoc_params(
+        setup.graphdef, setup.state["params"], dense_params, setup.state_shardings["params"])
+    reporting.say(f"Post-hoc HiRE: model frozen at {post_hoc_from} step {dense_step}; "
+                  "training the approximators only")
+  how = "Fine-tuning from step 0" if imported else "Starting from scratch"
+  reporting.say(f"{how} in {workdir} ({model.num_params() / 1e6:.2f}M params, "
+                f"{len(rows_NxL)} train rows of {run.data_cfg.seq_len} tokens)")
+  return setup, 0
 
-  eval_fn = val_metrics.make_eval_fn(setup.graphdef) if eval_every else None
-  writer = reporting.writer(workdir / "tb" / "train")
-  history = workdir / "history.jsonl"  # the same scalars as TensorBoard, one JSON object a line
-  progress = reporting.Progress(start, train_steps)
-  reporting.append_jsonl(history, {"step": start, "data": {  # what the numbers below are from
-      "train": data.record(data_cfg, "train"),
-      **({"validation": data.record(data_cfg, "validation")} if eval_every else {})}})
-  st = setup.state
-  first = model.first_input  # BOS for a BOS model
-  pending = None  # metrics of the previous step, pulled after the next one is dispatched
-  last = {}
-  mark = None  # (step, time) of the last log line: tokens/s and MFU over the steps since
 
-  def flush(step_done, metrics):
-    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    finite_params = bool(m.pop("params_finite"))
-    if not (math.isfinite(m["loss"]) and finite_params):
-      what = f"loss became {m['loss']}" if not math.isfinite(m["loss"]) else \
-          "the parameters became non-finite"
-      raise FloatingPointError(
-          f"{what} at step {step_done}; no checkpoint was written for it. Lower LEARNING_RATE "
-          f"or check the data; the run can resume from step {mgr.latest_step()}")
-    return m
-
+def _loop(run: _Run, st, *, start: int, stream, step_fn):
+  """Trains from `start` to TRAIN_STEPS or a stop signal; (state, the last metrics). A step's
+  metrics are pulled to the host after the next step is dispatched (no sync per step)."""
+  pending, last = None, {}  # (step, metrics) of the step before
   with stop_flag.StopFlag() as stop:
-    for step in range(start, train_steps):
+    for step in range(start, run.train_steps):
       targets_BxL = stream.batch(step)
-      inputs = sharding.to_global(data.lm_inputs(targets_BxL, first), mesh)
-      targets = sharding.to_global(targets_BxL, mesh)
-      st, metrics = step_fn(st, inputs, targets)
+      inputs = sharding.to_global(data.lm_inputs(targets_BxL, run.model.first_input), run.mesh)
+      st, metrics = step_fn(st, inputs, sharding.to_global(targets_BxL, run.mesh))
       done = step + 1
       if pending is not None:
-        last = flush(*pending)
-        if pending[0] % log_every == 0 or pending[0] == start + 1:
-          lr = float(optimizer.schedule(opt, train_steps)(pending[0] - 1))
-          now, speed_line, rate = time.perf_counter(), "", {}
-          if mark is not None:
-            rate = train_cost.throughput((pending[0] - mark[0]) * batch_size * data_cfg.seq_len,
-                                         now - mark[1], mesh.size, speed["flops_per_token"],
-                                         speed["peak"])
-            mfu = f"{rate['mfu']:.1%}" if speed["peak"] else "n/a"
-            speed_line = f" tok/s/device {rate['tokens_per_s_per_device']:,.0f} MFU {mfu}"
-          mark = (pending[0], now)
-          known = {k: v for k, v in rate.items() if k != "mfu" or speed["peak"]}
-          writer.write_scalars(pending[0], {**last, "learning_rate": lr, **known})
-          reporting.append_jsonl(history, {"step": pending[0], **last, "learning_rate": lr,
-                                           **{k: rate[k] if k in known else "n/a" for k in rate}})
-          extra = "".join(f" {k} {v:.3f}" for k, v in last.items() if k.startswith("recall/")
-                          and k.count("/") == 1)
-          reporting.say(progress.line(
-              pending[0], f"loss {last['loss']:.4f}{extra} lr {lr:.2e}{speed_line}"))
+        last = _checked(run, *pending)
+        if pending[0] % run.log_every == 0 or pending[0] == start + 1:
+          _log(run, pending[0], last)
       pending = (done, metrics)
-      should_save = done % checkpoint_every == 0 or done == train_steps or stop.check(done)
-      if should_save:
-        last = flush(*pending)  # never checkpoint a non-finite state
-      if eval_every and done % eval_every == 0:
-        found = val_metrics.mean_metrics(eval_fn, st["params"], val_rows, batch_size,
-                                         eval_batches, mesh, first=first)
-        val = found["loss"]
-        writer.write_scalars(done, {f"eval/{k}": v for k, v in found.items()})
-        reporting.append_jsonl(history, {"step": done, **{f"eval/{k}": v for k, v in found.items()}})
-        extra = "".join(f", {k} {v:.3f}" for k, v in found.items()
-                        if k.startswith(("recall/softmax@", "served_loss", "top1_agreement")) or
-                        (k.startswith("recall/ffn@")))
-        reporting.say(f"  eval at step {done}: validation loss {val:.4f} "
-                      f"(perplexity {math.exp(min(val, 50)):.1f}){extra}")
-        last["eval_loss"] = val
-      if should_save:
-        meta = checkpoint.meta_for(model, data_cfg, done, seed, st["params"])
-        try:
-          checkpoint.save(mgr, done, st, {**meta, "post_hoc": post_hoc})
-        except OSError as e:
-          raise errors.UserError(
-              f"could not save the checkpoint of step {done} in {workdir} ({e.strerror or e}); "
-              f"free space there and rerun: it resumes from step {mgr.latest_step()}, which is "
-              "intact") from None
+      saves = done % run.checkpoint_every == 0 or done == run.train_steps or stop.check(done)
+      if saves:
+        last = _checked(run, *pending)  # never checkpoint a non-finite state
+      if run.eval_every and done % run.eval_every == 0:
+        last["eval_loss"] = _evaluate(run, st["params"], done)
+      if saves:
+        _save(run, st, done)
       if stop.requested:
-        reporting.say(f"{stop.signal} received: saved checkpoint at step {done}, exiting.")
-        if stop.signal == "SIGINT":
-          writer.flush()
-          mgr.close()
-          raise errors.Interrupted(f"interrupted: saved the checkpoint of step {done}; rerun the "
-                                   "same command to resume")
+        _stop(run, stop.signal, done)
         break
     if pending is not None:
-      last = flush(*pending)
-  writer.flush()
-  mgr.close()
-  final_step = int(jax.device_get(st["step"]))
-  word = "Finished" if final_step >= train_steps else "Stopped early"
-  reporting.say(f"{word} at step {final_step} of {train_steps}: train loss "
-                f"{last.get('loss', float('nan')):.6f}"
-                + ("" if final_step >= train_steps else "; rerun the same command to resume"))
-  return {"step": final_step, **last}
+      last = _checked(run, *pending)
+  return st, last
 
 
-def _post_hoc_source(post_hoc_from: str, model: ModelConfig) -> ModelConfig:
-  """The config of the run HiRE is added to: `model` without its HiRE-Softmax, and with the
-  FFN that run was trained with. A top-k FFN cannot be added to a dense FFN after the fact
-  without changing the model, so that is refused instead of done silently."""
-  meta = checkpoint.latest_meta(post_hoc_from)
-  trained_topk_ffn = bool(meta and meta.get("model", {}).get("hire_ffn"))
-  if model.hire_ffn is not None and not trained_topk_ffn:
+def _checked(run: _Run, step_done: int, metrics) -> dict:
+  """The step's metrics on the host; a non-finite loss or parameter stops the run."""
+  m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  finite_params = bool(m.pop("params_finite"))
+  if not (math.isfinite(m["loss"]) and finite_params):
+    what = f"loss became {m['loss']}" if not math.isfinite(m["loss"]) else \
+        "the parameters became non-finite"
+    raise FloatingPointError(
+        f"{what} at step {step_done}; no checkpoint was written for it. Lower LEARNING_RATE "
+        f"or check the data; the run can resume from step {run.mgr.latest_step()}")
+  return m
+
+
+def _log(run: _Run, step: int, last: dict) -> None:
+  """The progress line, TensorBoard and history.jsonl for `step`."""
+  lr = float(optimizer.schedule(run.opt, run.train_steps)(step - 1))
+  now, speed_line, rate = time.perf_counter(), "", {}
+  peak = run.speed["peak"]
+  if run.mark is not None:
+    rate = train_cost.throughput((step - run.mark[0]) * run.batch_size * run.data_cfg.seq_len,
+                                 now - run.mark[1], run.mesh.size, run.speed["flops_per_token"],
+                                 peak)
+    mfu = f"{rate['mfu']:.1%}" if peak else "n/a"
+    speed_line = f" tok/s/device {rate['tokens_per_s_per_device']:,.0f} MFU {mfu}"
+  run.mark = (step, now)
+  known = {k: v for k, v in rate.items() if k != "mfu" or peak}
+  run.writer.write_scalars(step, {**last, "learning_rate": lr, **known})
+  reporting.append_jsonl(run.history, {"step": step, **last, "learning_rate": lr,
+                                       **{k: rate[k] if k in known else "n/a" for k in rate}})
+  extra = "".join(f" {k} {v:.3f}" for k, v in last.items() if k.startswith("recall/")
+                  and k.count("/") == 1)
+  reporting.say(run.progress.line(step, f"loss {last['loss']:.4f}{extra} lr {lr:.2e}{speed_line}"))
+
+
+def _evaluate(run: _Run, params, done: int) -> float:
+  """Validation metrics at step `done`, logged; returns the validation loss."""
+  found = val_metrics.mean_metrics(run.eval_fn, params, run.val_rows_NxL, run.batch_size,
+                                   run.eval_batches, run.mesh, first=run.model.first_input)
+  val = found["loss"]
+  run.writer.write_scalars(done, {f"eval/{k}": v for k, v in found.items()})
+  reporting.append_jsonl(run.history, {"step": done, **{f"eval/{k}": v for k, v in found.items()}})
+  extra = "".join(f", {k} {v:.3f}" for k, v in found.items()
+                  if k.startswith(("recall/softmax@", "served_loss", "top1_agreement",
+                                   "recall/ffn@")))
+  reporting.say(f"  eval at step {done}: validation loss {val:.4f} "
+                f"(perplexity {math.exp(min(val, 50)):.1f}){extra}")
+  return val
+
+
+def _save(run: _Run, st, done: int) -> None:
+  meta = checkpoint.meta_for(run.model, run.data_cfg, done, run.seed, st["params"])
+  try:
+    checkpoint.save(run.mgr, done, st, {**meta, "post_hoc": run.post_hoc})
+  except OSError as e:
     raise errors.UserError(
-        f"POST_HOC_FROM={post_hoc_from} has a dense FFN, and HiRE-FFN needs a model pretrained "
-        "with the top-k FFN (making it top-k now would change the model); add HiRE-Softmax "
-        "alone (configs/variants/hire_softmax.gin) or train a hire_ffn variant from scratch")
-  return dataclasses.replace(model, hire_softmax=None,
-                             hire_ffn=model.hire_ffn if trained_topk_ffn else None)
+        f"could not save the checkpoint of step {done} in {run.workdir} ({e.strerror or e}); "
+        f"free space there and rerun: it resumes from step {run.mgr.latest_step()}, which is "
+        "intact") from None
+
+
+def _stop(run: _Run, signal: str, done: int) -> None:
+  """After the checkpoint of a stop signal: SIGTERM ends the loop, Ctrl-C raises Interrupted."""
+  reporting.say(f"{signal} received: saved checkpoint at step {done}, exiting.")
+  if signal == "SIGINT":
+    run.writer.flush()
+    run.mgr.close()
+    raise errors.Interrupted(f"interrupted: saved the checkpoint of step {done}; rerun the "
+                             "same command to resume")
+
+
+def _finish(run: _Run, st, last: dict) -> dict:
+  run.writer.flush()
+  run.mgr.close()
+  final_step = int(jax.device_get(st["step"]))
+  word = "Finished" if final_step >= run.train_steps else "Stopped early"
+  reporting.say(f"{word} at step {final_step} of {run.train_steps}: train loss "
+                f"{last.get('loss', float('nan')):.6f}"
+                + ("" if final_step >= run.train_steps else "; rerun the same command to resume"))
+  return {"step": final_step, **last}
