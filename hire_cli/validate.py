@@ -44,7 +44,7 @@ POSITIVE_INTS = Rule(lambda v: isinstance(v, (list, tuple)) and all(
 # the same name may mean different things in two owners (ApproxConfig.group_size may be 0,
 # HiReFfnConfig.group_size may not).
 RULES = {
-    "train": {"train_steps": POSITIVE, "batch_size": POSITIVE, "seed": SEED,
+    "train": {"train_steps": NON_NEGATIVE, "batch_size": POSITIVE, "seed": SEED,
               "checkpoint_every": POSITIVE, "keep_checkpoints": POSITIVE, "log_every": POSITIVE,
               "eval_every": NON_NEGATIVE, "eval_batches": POSITIVE, "grad_accum_steps": POSITIVE,
               "device_memory_gb": NON_NEGATIVE, "peak_tflops": NON_NEGATIVE},

@@ -116,3 +116,15 @@ def test_post_hoc_mode_trains_only_the_approximator(tmp_path):
   random_cfg_params = state.init_params(hire_cfg, 1, mesh)[1]["head"]["approx"]["lr"]
   ab_random = np.asarray(random_cfg_params["a"]) @ np.asarray(random_cfg_params["b"])
   assert np.linalg.norm(ab_random - w) > np.linalg.norm(ab - w)
+  # TRAIN_STEPS=0: the approximator as initialised, untrained: exactly the truncated SVD of W.
+  train.train(model_dir=str(tmp_path / "untrained"), model=hire_cfg, train_steps=0,
+              post_hoc_from=str(tmp_path / "dense"), **common)
+  step, _, untrained = checkpoint.restore_params(str(tmp_path / "untrained"), hire_cfg, mesh)
+  u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
+  ab0 = np.asarray(untrained["head"]["approx"]["lr"]["a"]) @ np.asarray(
+      untrained["head"]["approx"]["lr"]["b"])
+  assert step == 0
+  np.testing.assert_allclose(ab0, (u[:, :8] * s[:8]) @ vt[:8], atol=1e-4)
+  with pytest.raises(errors.UserError, match="TRAIN_STEPS=0 .*POST_HOC_FROM"):
+    train.train(model_dir=str(tmp_path / "none"), model=dense_cfg, train_steps=0, **common)
+  assert not (tmp_path / "none").exists()

@@ -74,3 +74,13 @@ def post_hoc_source(post_hoc_from: str, model: ModelConfig) -> ModelConfig:
         "alone (configs/variants/hire_softmax.gin) or train a hire_ffn variant from scratch")
   return dataclasses.replace(model, hire_softmax=None,
                              hire_ffn=model.hire_ffn if trained_topk_ffn else None)
+
+
+def check_steps(train_steps: int, post_hoc_from: str) -> None:
+  """TRAIN_STEPS=0 is post-hoc HiRE with no training: the approximators as initialised from
+  the dense run (Q from W, LR from the truncated SVD of W), saved at step 0."""
+  if train_steps == 0 and not post_hoc_from:
+    raise errors.UserError("TRAIN_STEPS=0 saves a post-hoc HiRE model's approximators as "
+                           "initialised and needs --gin.POST_HOC_FROM=DENSE_RUN; otherwise set "
+                           "TRAIN_STEPS >= 1")
+

@@ -52,6 +52,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   (one writer per run folder). Returns the final metrics (last train loss, validation loss if
   evaluated)."""
   validate.arguments(train, locals())
+  train_plan.check_steps(train_steps, post_hoc_from)
   plan = train_plan.check(model_dir=model_dir, model=model, data_cfg=data_cfg, mesh_cfg=mesh_cfg,
                           batch_size=batch_size, post_hoc_from=post_hoc_from,
                           evaluates=eval_every > 0, grad_accum_steps=grad_accum_steps)
@@ -85,8 +86,7 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
 
 def _describe(workdir: pathlib.Path, model: ModelConfig, data_cfg, plan: dict, train_steps: int,
               batch_size: int, post_hoc_from: str) -> dict:
-  out = train_plan.summary(workdir, model, data_cfg, plan, train_steps, batch_size,
-                           post_hoc_from)
+  out = train_plan.summary(workdir, model, data_cfg, plan, train_steps, batch_size, post_hoc_from)
   start = out["start_step"]
   reporting.say(reporting.table(list(out.items()), title="hire train --dry_run: the settings "
                                 "are valid; this run would"))
@@ -130,6 +130,10 @@ def _train(run: _Run, *, setup, step_fn, rows_NxL, keep_checkpoints: int, post_h
   run.mgr = checkpoint.manager(run.workdir, max_to_keep=keep_checkpoints)
   setup, start = _resume_or_start(run, setup, rows_NxL=rows_NxL, post_hoc_from=post_hoc_from,
                                   start_over=start_over, operative_config=operative_config)
+  if start == run.train_steps == 0:  # post-hoc, untrained: Q from W, LR from the SVD of W
+    _save(run, setup.state, 0), run.mgr.close()
+    reporting.say("TRAIN_STEPS=0: saved the approximators as initialised (untrained) at step 0")
+    return {"step": 0}
   if start >= run.train_steps:
     reporting.say(f"Already at step {start} >= TRAIN_STEPS={run.train_steps}; nothing to train.")
     return {"step": start}
