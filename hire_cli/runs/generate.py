@@ -82,7 +82,8 @@ def generate_text(*, model_dir: str, model: ModelConfig, data_cfg: data_config.D
     reporting.say(f"HiRE  : {vocab.decode(hire_ids)}")
     reporting.say(f"greedy token agreement: {100 * agreement:.1f}% of {num_tokens}; per step "
                   f"(HiRE's choice after dense's prefix): {100 * stepwise:.1f}%")
-    out = {"dense": dense_ids, "hire": hire_ids, "agreement": agreement,
+    out = {"dense": dense_ids, "hire": hire_ids, "dense_text": vocab.decode(dense_ids),
+           "hire_text": vocab.decode(hire_ids), "agreement": agreement,
            "stepwise_agreement": stepwise, "stepwise_same": (forced_1xT[0] == dense_ids).tolist()}
     if compare_prompts > 0:
       out["passages"] = _compare_passages(graphdef, params, model, data_cfg, vocab, num_tokens,

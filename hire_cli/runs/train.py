@@ -60,11 +60,10 @@ def train(*, model_dir: str, model: ModelConfig, data_cfg: data.DataConfig,
   reporting.say(sharding.describe(mesh))  # the first line of the log: where the run runs
   setup = state.create(model, opt, train_steps, seed, mesh, abstract_only=True,
                        freeze_model=bool(post_hoc_from))
-  step_fn, cost = train_cost.compile_step(train_step.make(setup, grad_accum_steps), setup.state,
-                                          batch_size, data_cfg.seq_len, mesh)
-  limit = train_cost.device_memory(jax.local_devices()[0], device_memory_gb)
-  reporting.say(train_cost.describe(cost, limit))
-  train_cost.check_fits(cost, limit, mesh)
+  # TRAIN_STEPS=0 (post-hoc, untrained) runs no step: nothing to compile or to fit
+  step_fn, cost = train_plan.compile_checked(
+      setup, grad_accum_steps, batch_size, data_cfg.seq_len, mesh, device_memory_gb,
+      reporting.say) if train_steps or dry_run else (None, None)
   workdir = pathlib.Path(model_dir)
   if dry_run:  # `hire train --dry_run`: what the run would do, nothing written
     return {**_describe(workdir, model, data_cfg, plan, train_steps, batch_size, post_hoc_from),
@@ -131,7 +130,8 @@ def _train(run: _Run, *, setup, step_fn, rows_NxL, keep_checkpoints: int, post_h
   setup, start = _resume_or_start(run, setup, rows_NxL=rows_NxL, post_hoc_from=post_hoc_from,
                                   start_over=start_over, operative_config=operative_config)
   if start == run.train_steps == 0:  # post-hoc, untrained: Q from W, LR from the SVD of W
-    _save(run, setup.state, 0), run.mgr.close()
+    _save(run, setup.state, 0)
+    run.mgr.close()
     reporting.say("TRAIN_STEPS=0: saved the approximators as initialised (untrained) at step 0")
     return {"step": 0}
   if start >= run.train_steps:
