@@ -2,12 +2,13 @@
 on the served path (`nn/served.py`, the functions `hire eval` and `hire generate` call).
 
   .venv/bin/python benchmarks/real_hire_softmax.py --model_dir=runs/gemma3 \
-      --settings=q8:0:256,q4:0:256,lr:40:256,lr:128:1024 [--distilled=runs/gemma3_lr] \
+      --settings=q8:0:256,lr:64:512:64 [--distilled=runs/gemma3_lr] \
       [--out=docs/real_models/hire_softmax_gemma3_270m]
 
-Each setting is KIND:RANK:K' (RANK is ignored for q8 / q4). Its approximator is what
-`hire train --gin.POST_HOC_FROM=DIR` starts from, with no training: Q8 / Q4 are `W` quantized,
-LR the truncated SVD of `W` (`state.post_hoc_params`). `--distilled` adds run folders whose
+Each setting is KIND:RANK:K'[:ROWS] (RANK is ignored for q8 / q4). Its approximator is what
+`hire train --gin.POST_HOC_FROM=DIR --gin.TRAIN_STEPS=0` saves, with no training: Q8 / Q4 are `W`
+quantized, LR the truncated SVD of `W`, or with ROWS (`HiReSoftmaxConfig.calibration_rows`) the
+rank-r fit of the logits on the hidden states of ROWS training rows. `--distilled` adds run folders whose
 approximator was distilled post-hoc (`hire train ... --gin.POST_HOC_FROM=DIR`). Per setting:
 - teacher-forced, on validation text tokenized with the model's own tokenizer: recall@k of the
   exact top-k among the k' candidates, top-1 agreement with the exact model, the exact
@@ -48,18 +49,26 @@ def setup(model_dir: str):
   return model, gin.query_parameter("%DATA").scoped_configurable_fn()
 
 
-def hire_config(model: ModelConfig, kind: str, rank: int, k_prime: int) -> ModelConfig:
+def hire_config(model: ModelConfig, kind: str, rank: int, k_prime: int,
+                calibration: int = 0) -> ModelConfig:
   base, bits = KINDS[kind]
   ac = approx.ApproxConfig(kind=base, rank=rank or 64, bits=bits)
-  return dataclasses.replace(model, hire_softmax=HiReSoftmaxConfig(k=1, k_prime=k_prime,
-                                                                   approx=ac))
+  return dataclasses.replace(model, hire_softmax=HiReSoftmaxConfig(
+      k=1, k_prime=k_prime, approx=ac, calibration_rows=calibration))
 
 
-def post_hoc(cfg: ModelConfig, dense_params, mesh):
+def post_hoc(cfg: ModelConfig, dense_params, mesh, dense_graphdef=None, train_rows=None):
+  """What `hire train --gin.POST_HOC_FROM=DIR --gin.TRAIN_STEPS=0` saves, in serving form:
+  the dense weights, and the approximator from W (fitted on the hidden states of the first
+  `calibration_rows` training rows when set, as `train_plan.post_hoc_start` does)."""
   graphdef, abstract, axes = state.abstract_model(cfg)
   zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract)
+  rows = cfg.hire_softmax.calibration_rows
+  cov_DxD = state.hidden_moment(dense_graphdef, dense_params,
+                                data.lm_inputs(train_rows[:rows], cfg.first_input),
+                                batch=8) if rows else None
   params = state.post_hoc_params(graphdef, zeros, dense_params,
-                                 sharding.param_shardings(abstract, axes, mesh))
+                                 sharding.param_shardings(abstract, axes, mesh), cov_DxD)
   return served.prepare(graphdef, params)  # the serving tensors, derived once
 
 
@@ -121,8 +130,9 @@ def main():
   print(f"dense: {a.prompts} x {a.tokens} greedy tokens in {time.time() - t0:.0f} s", flush=True)
   runs = [("post-hoc " + s, *s.split(":")) for s in a.settings.split(",") if s]
   runs += [("distilled " + d, d, None, None) for d in a.distilled.split(",") if d]
+  train_rows = data.load_rows(data_cfg, "train") if any(len(r) > 4 for r in runs) else None
   results = []
-  for name, kind, rank, k_prime in runs:
+  for name, kind, rank, k_prime, *extra in runs:
     t0 = time.time()
     if rank is None:  # a distilled run folder
       meta = checkpoint.latest_meta(kind)
@@ -130,8 +140,9 @@ def main():
       _, graphdef, params = checkpoint.restore_params(kind, cfg, mesh)
       graphdef, params = served.prepare(graphdef, params)
     else:
-      cfg = hire_config(model, kind, int(rank), int(k_prime))
-      graphdef, params = post_hoc(cfg, dense_params, mesh)
+      cal = int(extra[0]) if extra else 0
+      cfg = hire_config(model, kind, int(rank), int(k_prime), cal)
+      graphdef, params = post_hoc(cfg, dense_params, mesh, dense_graphdef, train_rows)
     hc = cfg.hire_softmax
     row = {"setting": name, "kind": hc.approx.kind, "bits": hc.approx.bits,
            "rank": hc.approx.rank, "k_prime": hc.k_prime,

@@ -64,7 +64,8 @@ RULES = {
     "OptimizerConfig": {"learning_rate": POSITIVE, "warmup_steps": NON_NEGATIVE,
                         "min_lr_ratio": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
                         "clip_norm": POSITIVE},
-    "HiReSoftmaxConfig": {"k": POSITIVE, "k_prime": POSITIVE, "k_loc": NON_NEGATIVE},
+    "HiReSoftmaxConfig": {"k": POSITIVE, "k_prime": POSITIVE, "k_loc": NON_NEGATIVE,
+                          "calibration_rows": NON_NEGATIVE},
     "HiReFfnConfig": {"group_size": POSITIVE, "n_static": NON_NEGATIVE, "k_loc": NON_NEGATIVE},
     "ApproxConfig": {"rank": POSITIVE, "group_size": NON_NEGATIVE},
 }

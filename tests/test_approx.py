@@ -285,3 +285,28 @@ def test_bytes_lr_is_small_and_lr_q_smaller():
   assert lr_q < lr
   with pytest.raises(errors.UserError):
     cost.bytes_per_token("dense", n, d, r, 4, kp)
+
+
+def test_whitened_svd_fits_the_outputs_on_the_data_better_than_the_svd_of_w():
+  """The rank-r fit on inputs of second moment C minimises E||(W - a b) h||^2: lower than the
+  plain SVD's error on such inputs (which minimises ||W - a b|| instead), equal to it when C = I,
+  and no other rank-r factorisation tried does better."""
+  rng = np.random.default_rng(3)
+  w_NxD = rng.normal(size=(64, 16)).astype(np.float32)
+  mix_DxD = rng.normal(size=(16, 16)) * np.geomspace(10, 0.1, 16)  # a few large directions
+  h_XxD = (rng.normal(size=(4096, 16)) @ mix_DxD.T).astype(np.float32)
+  cov_DxD = h_XxD.T @ h_XxD / len(h_XxD)
+
+  def err(a_Nxr, b_rxD):
+    return float(np.mean(np.sum((h_XxD @ (w_NxD - np.asarray(a_Nxr) @ np.asarray(b_rxD)).T) ** 2,
+                                -1)))
+
+  plain = err(*approx.svd_init(w_NxD, 4))
+  fitted = err(*approx.whitened_svd_init(w_NxD, cov_DxD, 4))
+  assert fitted < 0.8 * plain, (fitted, plain)
+  a, b = approx.whitened_svd_init(w_NxD, np.eye(16, dtype=np.float32), 4)
+  np.testing.assert_allclose(np.asarray(a) @ np.asarray(b),
+                             np.asarray(np.matmul(*approx.svd_init(w_NxD, 4))), atol=1e-4)
+  for _ in range(3):  # random rank-4 perturbations of the optimum are worse
+    a, b = (np.asarray(x) for x in approx.whitened_svd_init(w_NxD, cov_DxD, 4))
+    assert err(a + 0.05 * rng.normal(size=a.shape), b) > fitted

@@ -101,10 +101,11 @@ def create(cfg: ModelConfig, opt_cfg: optimizer.OptimizerConfig, total_steps: in
   return Setup(graphdef, tx, {"params": params, "opt": opt, "step": step}, shardings, mesh)
 
 
-def post_hoc_params(graphdef, params, dense_params, shardings):
+def post_hoc_params(graphdef, params, dense_params, shardings, head_cov_DxD=None):
   """HiRE parameters from a trained dense model: every weight the dense model has is copied, then
   each HiRE layer initialises its approximator from its weights (truncated SVD for LR; Q is
-  derived from W anyway)."""
+  derived from W anyway). `head_cov_DxD` (`hidden_moment` of the dense model on calibration
+  text) fits HiRE-Softmax's LR to the logits on such states instead of to W."""
   def merge(new, old):
     if isinstance(new, dict):
       return {k: merge(v, old[k]) if isinstance(old, dict) and k in old else v
@@ -113,7 +114,24 @@ def post_hoc_params(graphdef, params, dense_params, shardings):
   merged = merge(params, dense_params)
   model = bind(graphdef, merged)
   for _, module in nnx.iter_modules(model):
-    if hasattr(module, "init_from_weights"):
+    if module is model.head and head_cov_DxD is not None:
+      module.init_from_weights(head_cov_DxD)
+    elif hasattr(module, "init_from_weights"):
       module.init_from_weights()
   out = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   return jax.device_put(out, shardings)
+
+
+def hidden_moment(graphdef, params, inputs_NxL, batch: int):
+  """cov_DxD: E[h h^T] of the final hidden states over every position of `inputs_NxL` (the
+  model as trained, exact), in float32: what `post_hoc_params` fits HiRE-Softmax's LR on."""
+  @jax.jit
+  def moment(p, tokens_BxL):
+    h_BxLxD, _ = bind(graphdef, p)(tokens_BxL)
+    h_XxD = h_BxLxD.reshape(-1, h_BxLxD.shape[-1]).astype(jnp.float32)
+    return h_XxD.T @ h_XxD
+
+  total_DxD = sum(moment(params, jnp.asarray(inputs_NxL[i:i + batch]))
+                  for i in range(0, len(inputs_NxL), batch))
+  return total_DxD / inputs_NxL.size
+

@@ -54,7 +54,8 @@ class ApproxConfig:
     if self.low_rank and self.rank >= min(n, d):
       raise errors.UserError(
           f"ApproxConfig.rank={self.rank} must be < min(N, D) = {min(n, d)} (N={n}, D={d}): a "
-          f"rank that large reads more bytes than W itself; lower the rank (e.g. {max(d // 8, 1)}).")
+          "rank that large reads more bytes than W itself; lower the rank "
+          f"(e.g. {max(d // 8, 1)}).")
     if self.quantized:
       # lr_q quantizes A (N x r), so its columns are the r of the factor, not D.
       cols, what = (self.rank, "rank") if self.kind == "lr_q" else (d, "D")
@@ -72,6 +73,21 @@ def svd_init(w_NxD, rank: int):
                                       full_matrices=False)
   root_r = jnp.sqrt(s_M[:rank])
   return u_NxM[:, :rank] * root_r, root_r[:, None] * vt_MxD[:rank]
+
+
+@functools.partial(jax.jit, static_argnames=("rank",))
+def whitened_svd_init(w_NxD, cov_DxD, rank: int):
+  """(a_Nxr, b_rxD) of the rank-r `a b` closest to W on the inputs it is fed: minimises
+  E_h ||(W - a b) h||^2 for inputs h of second moment `cov_DxD` (E h h^T), i.e. the logits'
+  error on the data rather than W's. With cov = L L^T: the truncated SVD of W L, mapped back by
+  L^-1 (the plain SVD when cov is the identity)."""
+  w = jax.lax.stop_gradient(w_NxD).astype(jnp.float32)
+  cov = cov_DxD.astype(jnp.float32)
+  ev_D, q_DxD = jnp.linalg.eigh(cov + 1e-6 * jnp.trace(cov) / cov.shape[0] * jnp.eye(cov.shape[0]))
+  root_D = jnp.sqrt(jnp.maximum(ev_D, 1e-12))
+  u_NxM, s_M, vt_MxD = jnp.linalg.svd(w @ (q_DxD * root_D), full_matrices=False)
+  root_r = jnp.sqrt(s_M[:rank])
+  return u_NxM[:, :rank] * root_r, (root_r[:, None] * vt_MxD[:rank]) @ (q_DxD / root_D).T
 
 
 class LowRank(nnx.Module):
@@ -139,10 +155,13 @@ class Approximator(nnx.Module):
       return self.lr(h_BxD)
     return self.lr(h_BxD, quant.fake_quant(self.lr.a[...], cfg.bits, cfg.group_size))
 
-  def init_from(self, w_NxD):
-    """Post-hoc start: the low-rank factors from the truncated SVD of a trained `W`."""
+  def init_from(self, w_NxD, cov_DxD=None):
+    """Post-hoc start: the low-rank factors from the truncated SVD of a trained `W`, or with
+    `cov_DxD` (the second moment of the layer's inputs on calibration text) the rank-r fit of
+    W's outputs on such inputs (`whitened_svd_init`)."""
     if self.lr is not None:
-      self.lr.load(*svd_init(w_NxD, self.cfg.rank))
+      self.lr.load(*(svd_init(w_NxD, self.cfg.rank) if cov_DxD is None else
+                     whitened_svd_init(w_NxD, cov_DxD, self.cfg.rank)))
 
   def prepare_serving(self, w_NxD) -> None:
     """Derives the serving tensors from the trained weights (`w_NxD` is read by kind "q")."""

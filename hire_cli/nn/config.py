@@ -30,6 +30,9 @@ class HiReSoftmaxConfig:
   da_recall: float = 0.99  # da_top_k with k_loc = 0: target expected recall of the k' selection
   loss_weight: float = 1.0  # weight of the approximator's distillation loss
   temperature: float = 1.0  # T: softmax(approx / T) distils softmax(exact / T)
+  # Post-hoc LR start: 0 = the truncated SVD of W; N = the rank-r fit of the logits on the final
+  # hidden states of N training rows (approx.whitened_svd_init): far higher recall untrained.
+  calibration_rows: int = 0
 
   def validate(self, vocab_size: int, d_model: int):
     """Checks against the output layer `W: V x D`; raises UserError with a fix."""

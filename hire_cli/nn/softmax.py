@@ -112,9 +112,11 @@ class HiReSoftmaxHead(DenseHead):
     ids_BxLxK = jnp.take_along_axis(cand_BxLxKp, pos_BxLxK, axis=-1)
     return values_BxLxK, ids_BxLxK, cand_BxLxKp
 
-  def init_from_weights(self):
-    """Post-hoc mode: the approximator starts from the (trained) output layer's SVD."""
-    self.approx.init_from(self.w[...])
+  def init_from_weights(self, cov_DxD=None):
+    """Post-hoc mode: the approximator starts from the (trained) output layer's SVD, or, with
+    the second moment of the final hidden states on calibration text, from the rank-r fit of
+    the logits on them (`approx.whitened_svd_init`)."""
+    self.approx.init_from(self.w[...], cov_DxD)
 
 
 def make_head(cfg: ModelConfig, *, rngs: nnx.Rngs, embed: nnx.Param | None = None):

@@ -177,10 +177,8 @@ def _resume_or_start(run: _Run, setup, *, rows_NxL, post_hoc_from: str, start_ov
     _, _, params = checkpoint.restore_params(workdir, model, mesh)
     setup.state["params"] = jax.device_put(params, setup.state_shardings["params"])
   if run.post_hoc:
-    dense_cfg = train_plan.post_hoc_source(post_hoc_from, model)
-    dense_step, _, dense_params = checkpoint.restore_params(post_hoc_from, dense_cfg, mesh)
-    setup.state["params"] = state.post_hoc_params(
-        setup.graphdef, setup.state["params"], dense_params, setup.state_shardings["params"])
+    setup.state["params"], dense_step = train_plan.post_hoc_start(model, setup, post_hoc_from,
+                                                                  mesh, rows_NxL)
     reporting.say(f"Post-hoc HiRE: model frozen at {post_hoc_from} step {dense_step}; "
                   "training the approximators only")
   how = "Fine-tuning from step 0" if imported else "Starting from scratch"
