@@ -30,7 +30,6 @@ from flax import nnx  # noqa: E402
 
 from hire_cli.evals import bandwidth, latency  # noqa: E402
 from hire_cli.nn import config, cost, decode, served  # noqa: E402
-from hire_cli.nn.approx import ApproxConfig  # noqa: E402
 from hire_cli.nn.config import ModelConfig  # noqa: E402
 from hire_cli.nn.model import Transformer  # noqa: E402
 

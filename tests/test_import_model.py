@@ -2,7 +2,6 @@
 with --gin.MODEL_DIR alone; bad input is one line, exit 2, and nothing written."""
 
 import json
-import pathlib
 import shutil
 
 import gguf

@@ -16,18 +16,18 @@ from hire_cli.report import reporting
 def _rank_fn(graphdef, k_max: int, kp_max: int):
   @jax.jit
   def ranks(params, inputs_BxL):
-    """rank_BxLxK: where each of the exact top-k_max tokens sits in the approximator's order
+    """rank_BxLxk: where each of the exact top-k_max tokens sits in the approximator's order
     (kp_max when it is not among its top kp_max)."""
     model = served.bind(graphdef, params)
     # what serving feeds the head (HiRE-FFN included), and the ranking its candidates come from
     h_BxLxD, _ = served.hidden(model, inputs_BxL)
     exact_BxLxV = model.logits(h_BxLxD).astype(jnp.float32)
-    true_BxLxK = jax.lax.top_k(exact_BxLxV, k_max)[1]
+    true_BxLxk = jax.lax.top_k(exact_BxLxV, k_max)[1]
     approx_BxLxKp = jax.lax.top_k(served.approx_scores(model, h_BxLxD).astype(jnp.float32),
                                   kp_max)[1]
-    match_BxLxKxKp = true_BxLxK[..., :, None] == approx_BxLxKp[..., None, :]
-    first_BxLxK = jnp.argmax(match_BxLxKxKp, -1)
-    return jnp.where(jnp.any(match_BxLxKxKp, -1), first_BxLxK, kp_max)
+    match_BxLxkxKp = true_BxLxk[..., :, None] == approx_BxLxKp[..., None, :]
+    first_BxLxk = jnp.argmax(match_BxLxkxKp, -1)
+    return jnp.where(jnp.any(match_BxLxkxKp, -1), first_BxLxk, kp_max)
   return ranks
 
 
@@ -46,8 +46,8 @@ def softmax_recall_curve(graphdef, params, rows_NxL, batch_size: int, batches: i
   for batch in reporting.track(todo, progress) if progress else todo:
     inputs_BxL = sharding.to_global(data.lm_inputs(batch, first), mesh)
     found.append(np.asarray(ranks(params, inputs_BxL)))
-  rank_NxK = np.concatenate([r.reshape(-1, r.shape[-1]) for r in found])
+  rank_Nxk = np.concatenate([r.reshape(-1, r.shape[-1]) for r in found])
   curve = {"k_prime": k_primes}
   for k in ks:
-    curve[f"recall@{k}"] = [float(np.mean(rank_NxK[:, :k] < kp)) for kp in k_primes]
+    curve[f"recall@{k}"] = [float(np.mean(rank_Nxk[:, :k] < kp)) for kp in k_primes]
   return curve

@@ -29,9 +29,9 @@ def served_metrics(logits_BxLxV, cand_BxLxKp, targets_BxL, ks=(1, 8, 32), exact_
   out = {}
   ks = [k for k in ks if k <= cand_BxLxKp.shape[-1]]
   if ks:  # one sort over V for the largest k; the smaller top-k's are its prefixes
-    true_BxLxK = topk.exact_top_k(logits32, max(ks))[1]
+    true_BxLxk = topk.exact_top_k(logits32, max(ks))[1]
     for k in ks:
-      out[f"recall/softmax@{k}"] = topk.recall(cand_BxLxKp, true_BxLxK[..., :k])
+      out[f"recall/softmax@{k}"] = topk.recall(cand_BxLxKp, true_BxLxk[..., :k])
   hire_top1 = served_top1(logits32, cand_BxLxKp) if top1_BxL is None else top1_BxL
   out["top1_agreement/softmax"] = jnp.mean(hire_top1 == jnp.argmax(logits32, -1))
   if exact_top1_BxL is not None:

@@ -33,7 +33,7 @@ REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_bat
 
 class Attention(nnx.Module):
   """Causal attention with grouped-query heads (H query heads share G = kv_heads key/value
-  heads, R = H / G each), an optional QK-norm and, on a windowed layer, a sliding window. With a
+  heads, Hg = H / G each), an optional QK-norm and, on a windowed layer, a sliding window. With a
   cache (keys and values at positions < `index`), the L new tokens attend to it and to
   themselves; their keys and values are returned for `write_cache`."""
 
@@ -79,37 +79,37 @@ class Attention(nnx.Module):
     k_BxLxGxK = rope(k_BxLxGxK, pos_BxL, self.rope_base)
     b, l, h, k = q_BxLxHxK.shape
     g = k_BxLxGxK.shape[2]
-    # Head-major B x G x R x L x K (the R query heads of a KV head side by side), keys and
+    # Head-major B x G x Hg x L x K (the Hg query heads of a KV head side by side), keys and
     # values B x G x L x K (stored B x S x H x K, the cache was transposed every step); the new
     # keys are attended to apart from the cached ones, so the cache itself is only read.
-    q_BxGxRxLxK = q_BxLxHxK.reshape(b, l, g, h // g, k).transpose(0, 2, 3, 1, 4).astype(dt)
+    q_BxGxHgxLxK = q_BxLxHxK.reshape(b, l, g, h // g, k).transpose(0, 2, 3, 1, 4).astype(dt)
     k_BxGxLxK, v_BxGxLxK = (a.transpose(0, 2, 1, 3).astype(dt) for a in (k_BxLxGxK, v_BxLxGxK))
     scale = cfg.d_head**-0.5
     pos_L = jnp.arange(l)
-    new_BxGxRxLxL = jnp.einsum("bgrlk,bgmk->bgrlm", q_BxGxRxLxK, k_BxGxLxK).astype(
+    new_BxGxHgxLxL = jnp.einsum("bgrlk,bgmk->bgrlm", q_BxGxHgxLxK, k_BxGxLxK).astype(
         jnp.float32) * scale
-    new_BxGxRxLxL = jnp.where(self._mask(pos_L, pos_L), new_BxGxRxLxL, -1e30)
+    new_BxGxHgxLxL = jnp.where(self._mask(pos_L, pos_L), new_BxGxHgxLxL, -1e30)
     if cache is None:
-      probs = jax.nn.softmax(new_BxGxRxLxL, axis=-1).astype(dt)
-      ctx_BxGxRxLxK = jnp.einsum("bgrlm,bgmk->bgrlk", probs, v_BxGxLxK)
+      probs = jax.nn.softmax(new_BxGxHgxLxL, axis=-1).astype(dt)
+      ctx_BxGxHgxLxK = jnp.einsum("bgrlm,bgmk->bgrlk", probs, v_BxGxLxK)
       new_cache = None
     else:  # keys at positions < index come from the cache
       old_k, old_v = cache["k"].astype(dt), cache["v"].astype(dt)
       s = old_k.shape[2]
-      old_BxGxRxLxS = jnp.einsum("bgrlk,bgsk->bgrls", q_BxGxRxLxK, old_k).astype(
+      old_BxGxHgxLxS = jnp.einsum("bgrlk,bgsk->bgrls", q_BxGxHgxLxK, old_k).astype(
           jnp.float32) * scale
       pos_S = jnp.arange(s)
       seen_LxS = (pos_S < index)[None, :] & self._mask(index + pos_L, pos_S)
-      old_BxGxRxLxS = jnp.where(seen_LxS, old_BxGxRxLxS, -1e30)
-      probs = jax.nn.softmax(jnp.concatenate([old_BxGxRxLxS, new_BxGxRxLxL], -1),
+      old_BxGxHgxLxS = jnp.where(seen_LxS, old_BxGxHgxLxS, -1e30)
+      probs = jax.nn.softmax(jnp.concatenate([old_BxGxHgxLxS, new_BxGxHgxLxL], -1),
                              axis=-1).astype(dt)
-      ctx_BxGxRxLxK = (jnp.einsum("bgrls,bgsk->bgrlk", probs[..., :s], old_v)
+      ctx_BxGxHgxLxK = (jnp.einsum("bgrls,bgsk->bgrlk", probs[..., :s], old_v)
                        + jnp.einsum("bgrlm,bgmk->bgrlk", probs[..., s:], v_BxGxLxK))
       # The new keys and values only: `write_cache` puts them at `index` in a separate
       # program. Updating the cache here, where it is also read, made XLA:CPU copy the whole
       # cache twice per layer and step (3x slower at batch 8, context 1024).
       new_cache = {"k": k_BxGxLxK.astype(cache["k"].dtype), "v": v_BxGxLxK.astype(cache["v"].dtype)}
-    ctx_BxLxHxK = ctx_BxGxRxLxK.transpose(0, 3, 1, 2, 4).reshape(b, l, h, k)
+    ctx_BxLxHxK = ctx_BxGxHgxLxK.transpose(0, 3, 1, 2, 4).reshape(b, l, h, k)
     out_BxLxD = jnp.einsum("blhk,hkd->bld", ctx_BxLxHxK, self.w_out[...].astype(dt))
     return out_BxLxD, new_cache
 

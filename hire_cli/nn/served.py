@@ -51,13 +51,13 @@ def hidden(model, tokens_BxL, cache=None, index=None, *, hire: bool = True,
 
 
 def select(model, h_BxLxD, k: int, *, hire: bool = True):
-  """(values_BxLxK float32, ids_BxLxK, cand_BxLxKp or None): the output layer's top-k. With
+  """(values_BxLxk float32, ids_BxLxk, cand_BxLxKp or None): the output layer's top-k. With
   `hire` and a HiRE-Softmax head: its exact top-k among its k' candidates, having read only the
   approximator and the candidates' rows of W; otherwise the exact top-k of all V logits."""
   if hire and model.cfg.hire_softmax is not None:
     return model.head.served_top_k(h_BxLxD, k)
-  values_BxLxK, ids_BxLxK = jax.lax.top_k(model.logits(h_BxLxD).astype(jnp.float32), k)
-  return values_BxLxK, ids_BxLxK, None
+  values_BxLxk, ids_BxLxk = jax.lax.top_k(model.logits(h_BxLxD).astype(jnp.float32), k)
+  return values_BxLxk, ids_BxLxk, None
 
 
 def approx_scores(model, h_BxLxD):
@@ -71,11 +71,11 @@ def next_token(model, h_Bx1xD, key, top_k: int = 0, temperature: float = 0.0, *,
   """token_B from the last hidden state: greedy when temperature == 0, else sampled from the
   softmax over the top-k (of `select`) at `temperature`."""
   k = 1 if temperature == 0 else top_k
-  values_BxK, ids_BxK = (x[:, 0] for x in select(model, h_Bx1xD, k, hire=hire)[:2])
+  values_Bxk, ids_Bxk = (x[:, 0] for x in select(model, h_Bx1xD, k, hire=hire)[:2])
   if temperature == 0:
-    return ids_BxK[:, 0].astype(jnp.int32)
-  choice_B = jax.random.categorical(key, values_BxK.astype(jnp.float32) / temperature, axis=-1)
-  return jnp.take_along_axis(ids_BxK, choice_B[:, None], -1)[:, 0].astype(jnp.int32)
+    return ids_Bxk[:, 0].astype(jnp.int32)
+  choice_B = jax.random.categorical(key, values_Bxk.astype(jnp.float32) / temperature, axis=-1)
+  return jnp.take_along_axis(ids_Bxk, choice_B[:, None], -1)[:, 0].astype(jnp.int32)
 
 
 def forward(model, tokens_BxL, pos_BxT=None, measure_selection: bool = False) -> dict:

@@ -90,15 +90,15 @@ class HiReSoftmaxHead(DenseHead):
     s_NxV = jax.lax.stop_gradient(s_BxLxV).reshape(-1, s_BxLxV.shape[-1])[:RECALL_SAMPLE]
     e_NxV = exact_BxLxV.reshape(-1, exact_BxLxV.shape[-1])[:RECALL_SAMPLE]
     cand_NxKp = topk.top_k(s_NxV, hc.k_prime, hc.topk_method)[1]
-    true_NxK = topk.exact_top_k(e_NxV, hc.k)[1]
+    true_Nxk = topk.exact_top_k(e_NxV, hc.k)[1]
     self.sow(nnx.Intermediate, "hire_aux", {
         "loss": hc.loss_weight * distill,
-        "metrics": {f"recall@{hc.k}": topk.recall(cand_NxKp, true_NxK), "approx_loss": distill},
+        "metrics": {f"recall@{hc.k}": topk.recall(cand_NxKp, true_Nxk), "approx_loss": distill},
     })
     return logits_BxLxV
 
   def served_top_k(self, h_BxLxD, k: int | None = None):
-    """The served path: (values_BxLxK, ids_BxLxK, cand_BxLxKp), k = `hc.k` by default.
+    """The served path: (values_BxLxk, ids_BxLxk, cand_BxLxKp), k = `hc.k` by default.
 
     Reads the approximator's bytes and the k' gathered rows of W, never all of W."""
     k = k or self.hc.k
@@ -108,9 +108,9 @@ class HiReSoftmaxHead(DenseHead):
       cand_BxLxKp = self.candidates(h_BxLxD)
       w_BxLxKpxD = jnp.take(self.w[...], cand_BxLxKp, axis=0).astype(self.cfg.compute_dtype)
       z_BxLxKp = jnp.einsum("bld,blkd->blk", h_BxLxD, w_BxLxKpxD).astype(jnp.float32)
-    values_BxLxK, pos_BxLxK = topk.exact_top_k(z_BxLxKp, k)
-    ids_BxLxK = jnp.take_along_axis(cand_BxLxKp, pos_BxLxK, axis=-1)
-    return values_BxLxK, ids_BxLxK, cand_BxLxKp
+    values_BxLxk, pos_BxLxk = topk.exact_top_k(z_BxLxKp, k)
+    ids_BxLxk = jnp.take_along_axis(cand_BxLxKp, pos_BxLxk, axis=-1)
+    return values_BxLxk, ids_BxLxk, cand_BxLxKp
 
   def init_from_weights(self, cov_DxD=None):
     """Post-hoc mode: the approximator starts from the (trained) output layer's SVD, or, with

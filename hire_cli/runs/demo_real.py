@@ -4,7 +4,8 @@
    hash-checked, cached under ~/.cache/hire) into ROOT/gemma3, float32;
 2. `hire train --gin.POST_HOC_FROM=ROOT/gemma3 --gin.TRAIN_STEPS=0` with HiRE-Softmax
    (`configs/variants/hire_softmax.gin`, KIND, RANK, K'): the approximator of the output layer
-   built from it with no training (LR: the truncated SVD of W; q8: W in int8), the model frozen;
+   built from it with no training (LR: the rank-r fit of the logits on the hidden states of
+   CALIBRATION_ROWS training rows; q8: W in int8), the model frozen;
 3. `hire generate --compare`: dense and HiRE greedy continuations of one prompt and of
    validation passages, and their agreement;
 4. `hire eval`: exact and served perplexity, recall of the exact top-k among the candidates and
@@ -13,7 +14,7 @@
 Then dense and HiRE side by side. Finished steps are kept (a rerun skips them). Offline, or if
 the download fails: `make demo-tiny`, the same story on hire's own tiny model.
 
-  python -m hire_cli.runs.demo_real [--root=runs/demo_gemma] [--kind=lr] [--rank=64]
+  python -m hire_cli.runs.demo_real [--root=runs/demo_gemma] [--kind=lr] [--rank=128]
 """
 
 import json
@@ -29,8 +30,10 @@ flags.DEFINE_string("root", "runs/demo_gemma", "where the imported model and its
 flags.DEFINE_string("model", "gemma3-270m", "a pretrained model (`hire import --pretrained`)")
 flags.DEFINE_string("gguf", "", "a local GGUF file to import instead of --model")
 flags.DEFINE_enum("kind", "lr", ["lr", "q8", "q4"], "HiRE-Softmax approximator, untrained")
-flags.DEFINE_integer("rank", 64, "LR rank")
-flags.DEFINE_integer("k_prime", 512, "candidates rescored exactly")
+flags.DEFINE_integer("rank", 128, "LR rank")
+flags.DEFINE_integer("k_prime", 1024, "candidates rescored exactly")
+flags.DEFINE_integer("calibration_rows", 64, "LR: fit the logits on the hidden states of this "
+                     "many training rows (0 = the plain SVD of W)")
 flags.DEFINE_string("prompt", "The capital of France is", "the prompt continued")
 flags.DEFINE_integer("tokens", 32, "greedy tokens per continuation")
 flags.DEFINE_integer("passages", 16, "validation passages continued too (agreement)")
@@ -62,7 +65,8 @@ def main(argv) -> None:
     phases.run("train", "--gin_file=configs/variants/hire_softmax.gin",
                f"--gin.POST_HOC_FROM={dense}", f"--gin.MODEL_DIR={hire}", "--gin.TRAIN_STEPS=0",
                *KIND_BINDINGS[FLAGS.kind], f"--gin.softmax/ApproxConfig.rank={FLAGS.rank}",
-               f"--gin.HiReSoftmaxConfig.k_prime={FLAGS.k_prime}")
+               f"--gin.HiReSoftmaxConfig.k_prime={FLAGS.k_prime}",
+               f"--gin.HiReSoftmaxConfig.calibration_rows={FLAGS.calibration_rows}")
   run = [f"--gin.MODEL_DIR={hire}"]
   phases.run("generate", *run, "--compare", f"--prompt={FLAGS.prompt}",
              f"--gin.GENERATE_TOKENS={FLAGS.tokens}", f"--gin.COMPARE_PROMPTS={FLAGS.passages}")
@@ -87,9 +91,9 @@ def summary(metrics: dict, compare: dict, bench: dict, run: pathlib.Path, second
   passages = compare.get("passages", {})
   tail = metrics.get("served_loss_approx_tail")
   lines = [
-      f"HiRE demo: Gemma 3 270M (imported, float32) with HiRE-Softmax "
-      f"({knobs.get('softmax_approx', '?')}, k' {knobs.get('softmax_k_prime', '?')}, untrained), "
-      f"{run} (finished in {reporting.fmt_duration(seconds)})",
+      f"HiRE demo: Gemma 3 270M (imported, float32) with HiRE-Softmax ({_approx(knobs)}, "
+      f"k' {knobs.get('softmax_k_prime', '?')}, no training), {run} "
+      f"(finished in {reporting.fmt_duration(seconds)})",
       f"  prompt               {compare.get('prompt', '')!r}",
       f"  dense                {compare.get('dense_text', '')!r}",
       f"  HiRE                 {compare.get('hire_text', '')!r}",
@@ -108,6 +112,15 @@ def summary(metrics: dict, compare: dict, bench: dict, run: pathlib.Path, second
       f"{hire['roofline_speedup']:.2f}x)" if dense and hire else "  decode ms/token      -",
       f"Next: hire eval / generate / bench-latency --gin.MODEL_DIR={run}"]
   return "\n".join(lines)
+
+
+def _approx(knobs: dict) -> str:
+  kind = knobs.get("softmax_approx", "?")
+  if kind == "q":
+    return f"Q{knobs.get('softmax_bits', '?')} of W"
+  rows = knobs.get("softmax_calibration_rows", 0)
+  how = f"fitted on {rows} rows" if rows else "SVD of W"
+  return f"{kind} rank {knobs.get('softmax_rank', '?')}, {how}"
 
 
 if __name__ == "__main__":

@@ -107,8 +107,10 @@ def hire_knobs(model: ModelConfig) -> dict:
     out.update({"ffn_approx": model.hire_ffn.approx.kind, "ffn_k_g": s.k_g,
                 "ffn_k_prime_g": s.k_prime_g, "ffn_groups": s.groups, "ffn_n_static": s.n_static})
   if model.hire_softmax is not None:
-    out.update({"softmax_approx": model.hire_softmax.approx.kind,
-                "softmax_k_prime": model.hire_softmax.k_prime})
+    hc = model.hire_softmax
+    out.update({"softmax_approx": hc.approx.kind, "softmax_k_prime": hc.k_prime,
+                "softmax_rank": hc.approx.rank, "softmax_bits": hc.approx.bits,
+                "softmax_calibration_rows": hc.calibration_rows})
   return out
 
 
