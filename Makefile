@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo demo-tiny test bench quality quality-long clean data reference
+.PHONY: install demo demo-tiny test test-fast bench quality quality-long clean data reference
 
 $(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,14 @@ DEMO_DIR ?= runs/demo
 demo-tiny: $(STAMP)
 	$(BIN)/python -m hire_cli.runs.demo --model_dir=$(DEMO_DIR)
 
+# The whole suite (what CI runs; ~10 min on 2 CPU cores), then the 15 slowest tests. test-fast
+# leaves out the tests marked `slow` (multi-device, multi-process, packaging, CLI subprocesses:
+# ~3 min) and keeps a test of every module (tests/test_layout.py checks that).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x --durations=15 tests  # the 15 slowest tests are printed at the end
+	$(BIN)/python -m pytest -q -x --durations=15 tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x --durations=15 -m "not slow" tests
 
 # Dense against HiRE-Softmax, HiRE-FFN and HiRE, each with the LR, Q (int4) and LR+Q approximator,
 # on the 1b model (random weights) with its 32k vocabulary and with a 256k one, batch 1 and 8.

@@ -32,6 +32,7 @@ def test_variant_bytes_follow_the_formulas():
       embed_rows
 
 
+@pytest.mark.slow
 def test_random_init_benchmark_times_every_variant(tmp_path):
   result = bench.bench_latency(model_dir=str(tmp_path), model=TINY,
                                mesh_cfg=sharding.MeshConfig(), init="random",
@@ -77,6 +78,7 @@ def test_unconfigured_variants_are_sized_to_the_model():
   assert bench.variant_configs(own, ["hire_ffn"])["hire_ffn"].hire_ffn.n_static == 1
 
 
+@pytest.mark.slow
 def test_every_approximator_kind_is_timed_on_shared_weights(tmp_path):
   """BENCH_APPROX_KINDS: each HiRE variant once per kind, each from its serving tensors."""
   result = bench.bench_latency(model_dir=str(tmp_path), model=TINY,

@@ -26,7 +26,7 @@ def _readme_snippet() -> str:
 
 
 def test_plain_orbax_restore_and_the_readme_snippet(small_run, tmp_path, caplog):
-  small_run.train(tmp_path, 2)
+  small_run.trained(tmp_path, 2)
   ckpt = tmp_path / "checkpoints" / "2"
   snippet = _readme_snippet()
   assert '"runs/demo/checkpoints/300"' in snippet
@@ -52,7 +52,7 @@ def test_a_bare_checkpoint_manager_warns_but_restores(small_run, tmp_path, caplo
   """Why the README names the item: orbax's CheckpointManager without item handlers warns twice
   per item ("found in the checkpoint, but could not be restored") before it restores them from
   the handler names saved in the step's metadata. If orbax stops warning, the README can say so."""
-  small_run.train(tmp_path, 2)
+  small_run.trained(tmp_path, 2)
   with caplog.at_level(logging.WARNING):
     restored = ocp.CheckpointManager(tmp_path / "checkpoints").restore(2)
   assert set(restored["state"]) == {"opt", "params", "step"}

@@ -21,6 +21,17 @@ def hire(*args, check=True):
   return proc
 
 
+def hire_in_process(command, *args):
+  """What `hire COMMAND ARGS` runs (cli/main.py: runner.execute), in this process: for runs a
+  test only sets up, so that each costs no interpreter and TensorFlow start."""
+  from hire_cli.cli import cli_args, runner
+  argv = cli_args.rewrite_argv(list(args))
+  files = [a.split("=", 1)[1] for a in argv if a.startswith("--gin_file=")] or None
+  bindings = [a.split("=", 1)[1] for a in argv if a.startswith("--gin_bindings=")]
+  assert len(files or []) + len(bindings) == len(args), args
+  assert runner.execute(command, files, bindings) == 0, f"hire {command} {args} failed"
+
+
 def test_help_lists_commands_and_overrides():
   out = hire("--help").stdout
   assert "train" in out and "bench-latency" in out
@@ -28,6 +39,7 @@ def test_help_lists_commands_and_overrides():
   assert "--gin.TRAIN_STEPS" in out and "resumes" in out
 
 
+@pytest.mark.slow
 def test_train_resume_eval_bench(tmp_path):
   run = f"--gin.MODEL_DIR={tmp_path}"
   first = hire("train", run, "--gin.TRAIN_STEPS=3", "--gin.CHECKPOINT_EVERY=2", *TINY)
@@ -56,8 +68,10 @@ def test_train_resume_eval_bench(tmp_path):
   assert out.startswith("It is a truth") and len(out.split()) > 4, out
 
 
+@pytest.mark.slow
 def test_eval_compare_two_runs(tmp_path):
-  """A dense and a HiRE-FFN tiny run, evaluated, then compared side by side."""
+  """A dense and a HiRE-FFN tiny run, evaluated (in this process: test_train_resume_eval_bench
+  runs train and eval as commands), then compared side by side by `hire` commands."""
   runs = {"dense": "configs/experiments/tiny_dense.gin",
           "hire_ffn": "configs/experiments/tiny_hire_ffn.gin"}
   for name, gin_file in runs.items():
@@ -65,10 +79,10 @@ def test_eval_compare_two_runs(tmp_path):
     # A HiRE knob given to the dense run would be refused: nothing there reads it.
     model = ["--gin.ModelConfig.d_ff=64", *(["--gin.ffn/ApproxConfig.rank=4"] if "hire" in name
                                             else [])]
-    hire("train", f"--gin_file={gin_file}", run, "--gin.TRAIN_STEPS=2", *TINY, *model)
-    hire("eval", f"--gin_file={gin_file}", run, "--gin.EVAL_BATCHES=1",
-         "--gin.DOWNSTREAM_LIMIT=2", "--gin.MINIMAL_PAIRS_LIMIT=3", "--gin.LATENCY_STEPS=2",
-         *TINY, *model)
+    hire_in_process("train", f"--gin_file={gin_file}", run, "--gin.TRAIN_STEPS=2", *TINY, *model)
+    hire_in_process("eval", f"--gin_file={gin_file}", run, "--gin.EVAL_BATCHES=1",
+                    "--gin.DOWNSTREAM_LIMIT=2", "--gin.MINIMAL_PAIRS_LIMIT=3",
+                    "--gin.LATENCY_STEPS=2", *TINY, *model)
   out = hire("compare", str(tmp_path / "dense"), str(tmp_path / "hire_ffn"),
              f"--out={tmp_path / 'cmp'}").stdout
   header = out.splitlines()[0].split()
@@ -113,11 +127,13 @@ def test_eval_compare_two_runs(tmp_path):
   assert saved["hire_config"]["ffn_k_prime_g"] >= saved["hire_config"]["ffn_k_g"] > 0
 
 
-@pytest.mark.parametrize("args,match", [
+@pytest.mark.parametrize("args,match", [  # each a `hire` process; `make test-fast` runs two
     (["train", "--gin_file=configs/experiments/nope.gin"], "gin file"),
-    (["train", "--gin.TRAIN_STEPS=0", "--gin.MODEL_DIR=/tmp/hire_bad0"], "TRAIN_STEPS=0"),
-    (["train", "--gin.Bogus.x=1"], "unknown gin name"),
-    (["eval", "--gin.MODEL_DIR=/tmp/hire_no_such_run"], "no checkpoints"),
+    pytest.param(["train", "--gin.TRAIN_STEPS=0", "--gin.MODEL_DIR=/tmp/hire_bad0"],
+                 "TRAIN_STEPS=0", marks=pytest.mark.slow),
+    pytest.param(["train", "--gin.Bogus.x=1"], "unknown gin name", marks=pytest.mark.slow),
+    pytest.param(["eval", "--gin.MODEL_DIR=/tmp/hire_no_such_run"], "no checkpoints",
+                 marks=pytest.mark.slow),
     (["frobnicate"], "unknown command"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, match):

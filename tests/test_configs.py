@@ -3,6 +3,7 @@
 
 import dataclasses
 import json
+import sys
 
 import gin
 import jax
@@ -26,12 +27,22 @@ def test_there_are_experiments():
   assert len(EXPERIMENTS) >= 4, EXPERIMENTS
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
-def test_experiment_parses_and_builds_its_model(path):
-  gin_utils.parse([str(path.relative_to(paths.REPO_ROOT))], [])
-  cfg = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  assert isinstance(cfg, ModelConfig), cfg
+def _each_experiment(check) -> list[str]:
+  """Runs `check(path)` on every experiment; returns one line per experiment that failed it."""
+  bad = []
+  for path in EXPERIMENTS:
+    try:
+      gin_utils.parse([str(path.relative_to(paths.REPO_ROOT))], [])
+      check(path, gin.query_parameter("%MODEL").scoped_configurable_fn())
+    except Exception as e:  # noqa: BLE001 -- every experiment is checked, each failure named
+      bad.append(f"{path.name}: {type(e).__name__}: {e}")
+    finally:
+      gin.clear_config()
+  return bad
 
+
+def _builds_its_model(path, cfg):
+  assert isinstance(cfg, ModelConfig), cfg
   # The file name says the variant: <size>_<variant>.gin.
   sizes = sorted((m.stem for m in (paths.REPO_ROOT / "configs" / "models").glob("*.gin")),
                  key=len, reverse=True)
@@ -42,7 +53,7 @@ def test_experiment_parses_and_builds_its_model(path):
   wants_softmax = variant.startswith("hire") and "ffn" not in variant
   wants_ffn = variant.startswith("hire") and "softmax" not in variant
   assert (cfg.hire_softmax is not None, cfg.hire_ffn is not None) == (wants_softmax, wants_ffn), (
-      f"{path.name}: hire_softmax={cfg.hire_softmax}, hire_ffn={cfg.hire_ffn}")
+      f"hire_softmax={cfg.hire_softmax}, hire_ffn={cfg.hire_ffn}")
 
   _, params, _ = state.abstract_model(cfg)
   leaves = jax.tree.leaves(params)
@@ -52,14 +63,31 @@ def test_experiment_parses_and_builds_its_model(path):
   assert n == cfg.num_params() if variant == "dense" else n >= cfg.num_params(), (n, cfg)
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
-def test_from_dict_rebuilds_the_saved_model_description(path):
-  """What a checkpoint saves as meta["model"] (JSON of `dataclasses.asdict`) rebuilds the same
-  config, HiRE sub-configs included, with no hand conversion."""
-  gin_utils.parse([str(path.relative_to(paths.REPO_ROOT))], [])
-  cfg = gin.query_parameter("%MODEL").scoped_configurable_fn()
+def test_every_experiment_parses_and_builds_its_model():
+  bad = _each_experiment(_builds_its_model)
+  assert not bad, "\n".join(bad)
+
+
+def _rebuilds_from_dict(path, cfg):
   saved = json.loads(json.dumps(dataclasses.asdict(cfg)))
   assert ModelConfig.from_dict(saved) == cfg
+
+
+def test_from_dict_rebuilds_the_saved_model_description():
+  """What a checkpoint saves as meta["model"] (JSON of `dataclasses.asdict`) rebuilds the same
+  config, HiRE sub-configs included, with no hand conversion: for every experiment."""
+  bad = _each_experiment(_rebuilds_from_dict)
+  assert not bad, "\n".join(bad)
+
+
+def test_a_failing_experiment_is_named(monkeypatch):
+  broken = paths.REPO_ROOT / "configs" / "experiments" / "tiny_dense.gin"
+  monkeypatch.setattr(sys.modules[__name__], "EXPERIMENTS", [broken, broken])
+
+  def check(path, cfg):
+    assert cfg.d_model < 0, "planted"
+
+  assert [b.split(":")[0] for b in _each_experiment(check)] == ["tiny_dense.gin"] * 2
 
 
 def test_from_dict_refuses_a_field_it_does_not_know():

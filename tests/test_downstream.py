@@ -78,6 +78,7 @@ def test_cloze_is_greedy_exact_match(tmp_path):
   assert found["downstream/cz/accuracy"] == 50.0
 
 
+@pytest.mark.slow
 def test_hire_path_is_reported_and_can_differ(tmp_path):
   """A HiRE-Softmax model with k' = V scores exactly what the model computes; with a tiny k'
   the partition function covers only the candidates and the target, so a target the exact

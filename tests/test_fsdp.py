@@ -7,6 +7,8 @@ import pytest
 
 from tests.conftest import CpuDevices
 
+pytestmark = pytest.mark.slow  # one 8-device subprocess, shared by the file's tests
+
 _FSDP_SCRIPT = r"""
 import dataclasses, json, sys
 import jax, numpy as np

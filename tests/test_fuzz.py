@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from hire_cli.cli import runner
 
+pytestmark = pytest.mark.slow  # 80 dry runs, each compiling a train step
+
 # The macros configs/runs/common.gin and pretrain.gin document, and the kind of value each takes.
 MACROS = ["TRAIN_STEPS", "BATCH_SIZE", "SEQ_LEN", "LEARNING_RATE", "WARMUP_STEPS",
           "CHECKPOINT_EVERY", "EVAL_EVERY", "SEED", "MESH_DATA", "MESH_MODEL", "MODEL_DIR",

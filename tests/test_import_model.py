@@ -116,6 +116,7 @@ def test_post_hoc_run_folder_says_what_it_holds(tiny_gguf, tmp_path):
   assert gin.query_parameter("%MODEL_DIR") == str(new)
 
 
+@pytest.mark.slow
 def test_fine_tune_an_imported_folder_in_place(tiny_gguf, tmp_path, capsys):
   """`hire train` on the import folder starts from its weights at step 0 (a fresh optimizer),
   instead of calling the parameters-only checkpoint damaged."""
@@ -135,6 +136,7 @@ def test_fine_tune_an_imported_folder_in_place(tiny_gguf, tmp_path, capsys):
   assert checkpoint.latest_meta(run)["step"] == 1
 
 
+@pytest.mark.slow
 def test_bench_hire_softmax_on_an_imported_dense_model(tiny_gguf, tmp_path):
   """No trained approximator needed to time HiRE-Softmax on an imported model: Q is W
   quantized, LR the truncated SVD of W (post-hoc start); the tied head is the embedding."""

@@ -1,5 +1,6 @@
 """The package's layering (docs/ARCHITECTURE.md): imports go one way, run modules never import
-each other, and modules stay short enough to read."""
+each other, and modules stay short enough to read; and the fast test tier (`make test-fast`, all
+but the tests marked `slow`) keeps a test of every module that has a test file of its name."""
 
 import ast
 import pathlib
@@ -29,22 +30,82 @@ def _imports(path: pathlib.Path) -> set[str]:
 MODULES = sorted(p for p in PKG.glob("*/*.py") if p.name != "__init__.py")
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_imports_go_one_way(path):
-  me = path.parent.name
-  for mod in _imports(path):
+def _one_way_offences(path: pathlib.Path) -> list[str]:
+  me, out = path.parent.name, []
+  for mod in sorted(_imports(path)):
     pkg = mod.split(".")[0]
-    if pkg in BELOW and pkg != me:
-      assert pkg in BELOW[me], f"{me}/{path.name} imports {mod}: {me} may not import {pkg}"
+    if pkg in BELOW and pkg != me and pkg not in BELOW[me]:
+      out.append(f"{me}/{path.name} imports {mod}: {me} may not import {pkg}")
     if me == "runs" and pkg == "runs":
-      raise AssertionError(f"runs/{path.name} imports {mod}: run modules never import each "
-                           "other; move what they share into evals/ or lib/")
+      out.append(f"runs/{path.name} imports {mod}: run modules never import each other; move "
+                 "what they share into evals/ or lib/")
+  return out
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_modules_are_short(path):
-  n = len(path.read_text().splitlines())
-  assert n <= MAX_LINES, f"{path} has {n} lines; split it by idea (at most {MAX_LINES})"
+def test_imports_go_one_way():
+  bad = [line for path in MODULES for line in _one_way_offences(path)]
+  assert not bad, "\n".join(bad)
+
+
+def test_modules_are_short():
+  lines = {path: len(path.read_text().splitlines()) for path in MODULES}
+  bad = [f"{p.relative_to(PKG.parent)} has {n} lines; split it by idea (at most {MAX_LINES})"
+         for p, n in lines.items() if n > MAX_LINES]
+  assert not bad, "\n".join(bad)
+
+
+def test_the_checks_name_every_offender(tmp_path):
+  (tmp_path / "nn").mkdir()
+  (tmp_path / "runs").mkdir()
+  x, y = tmp_path / "nn" / "x.py", tmp_path / "runs" / "y.py"
+  x.write_text("from hire_cli.lib import data\nimport hire_cli.runs.train\n")
+  y.write_text("from hire_cli.runs import train\n")
+  bad = [*_one_way_offences(x), *_one_way_offences(y)]
+  assert [b.split(":")[0] for b in bad] == [
+      "nn/x.py imports lib.data", "nn/x.py imports runs.train", "runs/y.py imports runs.train"], bad
+
+
+TESTS = PKG.parent / "tests"
+
+
+def _is_slow(node: ast.AST) -> bool:
+  return any("mark.slow" in ast.unparse(d) for d in getattr(node, "decorator_list", []))
+
+
+def fast_tests(path: pathlib.Path) -> list[str]:
+  """The tests of `path` that `-m "not slow"` keeps (read from the source, not collected)."""
+  tree = ast.parse(path.read_text())
+  for node in tree.body:  # pytestmark = pytest.mark.slow marks the whole file
+    if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "pytestmark"
+                                            for t in node.targets):
+      if "mark.slow" in ast.unparse(node.value):
+        return []
+  out = []
+  for node in tree.body:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+      out += [] if _is_slow(node) else [node.name]
+    elif isinstance(node, ast.ClassDef) and node.name.startswith("Test") and not _is_slow(node):
+      out += [f"{node.name}.{f.name}" for f in node.body
+              if isinstance(f, ast.FunctionDef) and f.name.startswith("test") and not _is_slow(f)]
+  return out
+
+
+def test_the_fast_tier_keeps_a_test_of_every_module():
+  """tests/test_<name>.py of each hire_cli module <name>.py keeps at least one test that is not
+  marked slow, so `make test-fast` still imports and exercises every such module."""
+  mirrors = sorted({TESTS / f"test_{p.stem}.py" for p in PKG.rglob("*.py")} & set(TESTS.iterdir()))
+  assert len(mirrors) > 20, mirrors
+  bad = [f"{p.name} has no fast test: leave one unmarked (a small case of what the slow ones "
+         "prove)" for p in mirrors if not fast_tests(p)]
+  assert not bad, "\n".join(bad)
+
+
+def test_fast_tests_see_slow_marks(tmp_path):
+  (tmp_path / "a.py").write_text("import pytest\n@pytest.mark.slow\ndef test_a(): pass\n"
+                                 "def test_b(): pass\n")
+  (tmp_path / "b.py").write_text("import pytest\npytestmark = [pytest.mark.slow]\n"
+                                 "def test_c(): pass\n")
+  assert fast_tests(tmp_path / "a.py") == ["test_b"] and fast_tests(tmp_path / "b.py") == []
 
 
 def test_bench_and_generate_import_no_input_pipeline():
@@ -60,6 +121,7 @@ def test_bench_and_generate_import_no_input_pipeline():
   assert out.stdout.strip() == "[]", out.stdout
 
 
+@pytest.mark.slow
 def test_bench_latency_runs_where_tensorflow_is_missing(tmp_path):
   """On a host without TensorFlow and seqio, `hire bench-latency` runs and `hire train` says
   what is missing (exit 2) instead of failing to start."""

@@ -1,6 +1,8 @@
 """Sharded training on a 2x4 (data x model) mesh of 8 CPU devices: same numbers as one device,
 parameters really split, checkpoints saved and restored sharded."""
 
+import pytest
+
 _MESH_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
@@ -62,6 +64,7 @@ print("RESULT" + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_2x4_mesh_matches_one_device_and_checkpoints_sharded(tmp_path, cpu_devices):
   out = cpu_devices.run(_MESH_SCRIPT, str(tmp_path))
   assert out["mesh"] == {"data": 2, "fsdp": 1, "model": 4}

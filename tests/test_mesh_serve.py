@@ -12,6 +12,7 @@ from hire_cli.lib import sharding, state
 from hire_cli.nn import decode, served, topk
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
+from tests.conftest import CpuDevices
 
 # A tiny HiRE model whose V (512), F (256 = 64 groups of 4) and heads (8) split over 8 devices;
 # k' = 16 tokens and k'_g = 12 groups (k_g = 6, 2 static groups).
@@ -24,6 +25,7 @@ from hire_cli.lib import sharding, state
 from hire_cli.nn import decode, mesh_serve, served, topk
 from hire_cli.nn.approx import ApproxConfig
 from hire_cli.nn.config import HiReFfnConfig, HiReSoftmaxConfig, ModelConfig
+from tests.conftest import CpuDevices
 
 assert jax.device_count() == 8, jax.devices()
 
@@ -45,7 +47,7 @@ def served_model(cfg, mesh):
 out = {}
 """
 
-_EXACT_TOKENS = _MODEL + r"""
+_EXACT_TOKENS = r"""
 prompt = np.random.default_rng(0).integers(3, 512, (2, 6)).astype(np.int32)
 for kind, method, act in [("lr", "da_top_k", "relu"), ("q", "da_top_k", "swiglu"),
                           ("lr_q", "gather_then_top_k", "relu")]:
@@ -59,14 +61,23 @@ for kind, method, act in [("lr", "da_top_k", "relu"), ("q", "da_top_k", "swiglu"
   a, b = (np.asarray(decode.greedy(g, p, cfg, prompt, 12, served=True)).tolist()
           for g, p in (single, sharded))
   out[f"{kind}/{method}"] = [a, b]
-print("RESULT" + json.dumps(out))
 """
 
 
-def test_da_top_k_decoding_gives_the_tokens_of_one_device(cpu_devices):
+@pytest.fixture(scope="module")
+def mesh_runs():
+  """The three 8-device scripts below in one subprocess (one JAX start): their `out` dicts."""
+  parts = {"exact": _EXACT_TOKENS, "recall": _RECALL, "hlo": _HLO}
+  script = _MODEL + "results = {}\n" + "".join(
+      f"out = {{}}\n{body}\nresults[{name!r}] = out\n" for name, body in parts.items())
+  return CpuDevices().run(script + 'print("RESULT" + json.dumps(results))\n', timeout=600)
+
+
+@pytest.mark.slow
+def test_da_top_k_decoding_gives_the_tokens_of_one_device(mesh_runs):
   """With k_loc >= k' DA-TOP-k selects the exact top-k', so decoding on 8 devices must give
   exactly the greedy tokens of one device (the exact step's partial sums only reorder)."""
-  out = cpu_devices.run(_EXACT_TOKENS)
+  out = mesh_runs["exact"]
   for name, (single, sharded) in out.items():
     if name.endswith("on_mesh"):
       assert single and sharded, name
@@ -75,7 +86,7 @@ def test_da_top_k_decoding_gives_the_tokens_of_one_device(cpu_devices):
     assert len(set(single[0] + single[1])) > 4, "degenerate decoding proves nothing"
 
 
-_RECALL = _MODEL + r"""
+_RECALL = r"""
 # Kind q scores with W itself quantized: rows of W (D = 64, Gaussian) have nearly equal norms, so
 # the true top-k' sit at close to random positions, which is what the formula assumes.
 for k_loc in (10, 64):
@@ -98,15 +109,15 @@ tokens = np.random.default_rng(0).integers(3, 512, (2, 16)).astype(np.int32)
 found = metrics.make_eval_fn(graphdef, mesh=MESH)(params, tokens, tokens)
 out["eval"] = {k: float(v) for k, v in found.items() if "selection" in k}
 out["eval_formula"] = [topk.expected_recall(512, 16, 8, 3), topk.expected_recall(64, 12, 8, 3)]
-print("RESULT" + json.dumps(out))
 """
 
 
-def test_da_top_k_candidate_recall_matches_the_formula(cpu_devices):
+@pytest.mark.slow
+def test_da_top_k_candidate_recall_matches_the_formula(mesh_runs):
   """k_loc = 10 of k' = 64 over 8 shards of V = 4096: the formula expects 0.955. Tolerance: 4
   standard errors of the mean over 1024 independent rows (about 0.004) plus 0.002 for the
   fixed W, whose rows are not exactly exchangeable (seeds 0-2 measured within 0.002)."""
-  out = cpu_devices.run(_RECALL)
+  out = mesh_runs["recall"]
   measured, se, expected = out["10"]
   assert 0.9 < expected < 0.99
   assert abs(measured - expected) < 4 * se + 0.002, (measured, se, expected)
@@ -118,24 +129,24 @@ def test_da_top_k_candidate_recall_matches_the_formula(cpu_devices):
     assert 0.5 < ev[f"selection_recall/{layer}"] < 1.0, ev
 
 
-_HLO = _MODEL + r"""
+_HLO = r"""
 b = 2
 for method in ("da_top_k", "gather_then_top_k"):
   cfg = model("lr", method, k_loc=5)
   graphdef, params = served_model(cfg, MESH)
   hlo = decode.compiled_step(graphdef, params, cfg, b, served=True).as_text()
   out[method] = program.collectives(hlo)
-print("RESULT" + json.dumps(out))
 """
 
 
-def test_sharded_step_gathers_only_k_loc_pairs_per_device(cpu_devices):
+@pytest.mark.slow
+def test_sharded_step_gathers_only_k_loc_pairs_per_device(mesh_runs):
   """The compiled DA-TOP-k step all-gathers at most D k_loc (value or id) entries per token:
   never scores, W or W_in. The other collectives are all-reduces of B x D (attention, FFN and
   embedding partial sums, as sharded dense does) and of B x k' (the exact logits). The same
   check run on the gather-then-top-k step must fail, or it could not see a gathered score
   vector."""
-  out = cpu_devices.run(_HLO)
+  out = mesh_runs["hlo"]
   b, devices, k_loc, d_model, k_prime = 2, 8, 5, 32, 16
 
   def too_big(colls):
@@ -150,6 +161,7 @@ def test_sharded_step_gathers_only_k_loc_pairs_per_device(cpu_devices):
   assert any(c["op"] == "all-gather" and c["elements"] >= b * 512 for c in gathered), gathered
 
 
+@pytest.mark.slow
 def test_one_device_serves_da_top_k_as_exact(tiny_cfg):
   """One device (or a model axis of 1) is one shard: DA-TOP-k is the exact top-k there."""
   cfgs = {m: dataclasses.replace(tiny_cfg, hire_softmax=HiReSoftmaxConfig(

@@ -98,6 +98,7 @@ def _family(tiny_cfg, **kw):
   return dataclasses.replace(tiny_cfg, **{**knobs, **kw})
 
 
+@pytest.mark.slow
 def test_family_knobs_count_and_cache(tiny_cfg):
   cfg = _family(tiny_cfg)
   model = Transformer(cfg, rngs=nnx.Rngs(0))

@@ -10,11 +10,13 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from hire_cli.lib import checkpoint, sharding
 from hire_cli.nn.config import ModelConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # three `hire train` processes
 TIMEOUT_S = 420
 # A 2x2 mesh: the data axis spans the two processes, the model axis stays inside each.
 ARGS = ["--gin.ModelConfig.d_model=16", "--gin.ModelConfig.n_layers=1", "--gin.ModelConfig.d_ff=32",

@@ -19,6 +19,8 @@ import sys
 import sysconfig
 import tomllib
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -74,6 +76,7 @@ def _run(cmd, cwd, env, timeout=600) -> str:
   return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_pip_install_gives_a_working_hire(tmp_path):
   src = tmp_path / "src"  # the tracked layout, without anything built in the checkout
   for name in ("hire_cli", "configs", "data"):

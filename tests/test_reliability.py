@@ -15,9 +15,10 @@ from hire_cli.lib import checkpoint, sharding
 from hire_cli.nn.config import ModelConfig
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, capsys, small_run):
   straight, damaged = tmp_path / "straight", tmp_path / "damaged"
-  small_run.train(straight, 6)
+  small_run.trained(straight, 6)
   shutil.copytree(straight, damaged)
   shutil.rmtree(damaged / "checkpoints" / "6")
   for f in (damaged / "checkpoints" / "4").rglob("*"):
@@ -34,6 +35,7 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, capsys, smal
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
 def test_signal_saves_then_exits(tmp_path, sig, code):
   """SIGTERM (preemption) saves and exits 0; Ctrl-C saves and exits 130 with one line."""
@@ -72,6 +74,7 @@ def _cli_train(model_dir, steps):
           "--gin.train.log_every=1"], env
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(tmp_path):
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   args, env = _cli_train(straight, 8)
@@ -107,11 +110,12 @@ def _flip_bytes(model_dir, step: int, n: int = 64) -> None:
   big.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_bit_flipped_latest_checkpoint_falls_back_and_ends_bitwise_equal(tmp_path, capsys,
                                                                          small_run):
   straight, flipped = tmp_path / "straight", tmp_path / "flipped"
-  small_run.train(straight, 6)
-  small_run.train(flipped, 4)
+  small_run.trained(straight, 6)
+  small_run.trained(flipped, 4)
   _flip_bytes(flipped, 4)
   capsys.readouterr()
   small_run.train(flipped, 6)
@@ -127,7 +131,7 @@ def test_bit_flipped_latest_checkpoint_falls_back_and_ends_bitwise_equal(tmp_pat
 def test_checksums_catch_a_changed_value(tmp_path, small_run):
   """Bytes that still decode but differ from what was saved fail the checksum."""
   from hire_cli.lib import checkpoint
-  small_run.train(tmp_path, 2)
+  small_run.trained(tmp_path, 2)
   mgr = checkpoint.manager(tmp_path)
   meta = checkpoint.read_meta(mgr, 2)
   step, graphdef, params = small_run.params(tmp_path)
@@ -148,7 +152,7 @@ def _tree_bytes(folder):
 
 
 def test_eval_leaves_a_damaged_run_folder_unchanged(tmp_path, small_run, capsys):
-  small_run.train(tmp_path, 4)
+  small_run.trained(tmp_path, 4)
   for f in (tmp_path / "checkpoints" / "4").rglob("*"):  # every file cut to a third
     if f.is_file() and f.stat().st_size > 0:
       f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
@@ -159,9 +163,10 @@ def test_eval_leaves_a_damaged_run_folder_unchanged(tmp_path, small_run, capsys)
   assert not (tmp_path / "damaged_checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_every_checkpoint_damaged_refuses_then_starts_over_when_asked(tmp_path, small_run):
   from hire_cli import errors
-  small_run.train(tmp_path, 2)
+  small_run.trained(tmp_path, 2)
   _flip_bytes(tmp_path, 2)
   before = _tree_bytes(tmp_path)
   with pytest.raises(errors.UserError, match="START_OVER=True"):
@@ -171,10 +176,11 @@ def test_every_checkpoint_damaged_refuses_then_starts_over_when_asked(tmp_path, 
   assert (tmp_path / "checkpoints" / "4").is_dir() and (tmp_path / "damaged_checkpoints").is_dir()
 
 
+@pytest.mark.slow
 def test_second_trainer_is_refused_and_the_first_keeps_its_checkpoints(tmp_path, small_run):
   from hire_cli import errors
   from hire_cli.lib import lock
-  small_run.train(tmp_path, 2)
+  small_run.trained(tmp_path, 2)
   before = _tree_bytes(tmp_path / "checkpoints")
   with lock.RunLock(tmp_path):  # a trainer that holds the folder
     with pytest.raises(errors.UserError, match=f"another `hire train` \\(pid {os.getpid()}"):

@@ -88,6 +88,7 @@ def test_bad_softmax_configs_are_user_errors(tiny_cfg, kw, match):
     _cfg(tiny_cfg, **kw)
 
 
+@pytest.mark.slow
 def test_post_hoc_mode_trains_only_the_approximator(tmp_path):
   """From a dense checkpoint: the model stays bit-identical, the SVD-initialised approximator
   trains, and it starts with a far better recall than a random one."""

@@ -44,6 +44,7 @@ def test_importing_the_task_modules_registers_their_tasks():
   assert downstream_tasks.task_name("cloze", 0, "") == "hire_ds_cloze_0shot"
 
 
+@pytest.mark.slow
 def test_a_user_module_on_pythonpath_is_used_through_gin(tmp_path):
   """`hire train --gin.MIXTURE_OR_TASK_MODULE=my_tasks --gin.TASK=my_lines_lm` with my_tasks.py
   on PYTHONPATH, as a user runs it; the run records the task and its fingerprint."""

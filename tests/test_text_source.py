@@ -69,6 +69,7 @@ def test_changed_text_is_read_again_not_served_from_the_cache(tmp_path):
   assert data.record(cfg, "validation")["files"] == [str(held)]
 
 
+@pytest.mark.slow
 def test_train_on_a_folder_then_evaluate_other_text(folder, tmp_path):
   """The README's "Your own data": train the tiny model on a folder of .txt files, evaluate it
   on another file; changing that file's text changes the loss; another file gets its own

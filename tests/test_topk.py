@@ -178,6 +178,7 @@ print("RESULT" + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_da_top_k_on_eight_cpu_devices(cpu_devices):
   out = cpu_devices.run(_DA_SCRIPT)
   assert out["exact_idx"], "k_loc >= k must give the exact global top-k"

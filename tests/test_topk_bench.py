@@ -48,6 +48,7 @@ print("RESULT" + json.dumps({"rows": rows, "speedups": topk_bench.speedups(rows)
 """
 
 
+@pytest.mark.slow
 def test_da_top_k_rows_on_eight_cpu_devices(cpu_devices):
   out = cpu_devices.run(_SCRIPT)
   by = {r["op"]: r for r in out["rows"]}

@@ -27,6 +27,7 @@ def test_train_step_lowers_loss_on_a_fixed_batch(tiny_cfg):
   assert int(st["step"]) == 31
 
 
+@pytest.mark.slow
 def test_train_checkpoint_resume_eval_end_to_end(tmp_path, capsys, small_run):
   straight, crashed = tmp_path / "straight", tmp_path / "crashed"
   small_run.train(straight, 6)
@@ -58,7 +59,7 @@ def test_train_checkpoint_resume_eval_end_to_end(tmp_path, capsys, small_run):
 
 
 def test_resume_refuses_a_checkpoint_of_another_shape(tmp_path, small_run):
-  small_run.train(tmp_path, 2)
+  small_run.trained(tmp_path, 2)
   other = ModelConfig(**{**small_run.model.__dict__, "d_model": 24})
   with pytest.raises(errors.UserError, match="d_model: checkpoint 16 vs config 24"):
     small_run.train(tmp_path, 4, model=other)

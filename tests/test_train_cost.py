@@ -5,6 +5,7 @@ import math
 import types
 
 import jax
+import pytest
 
 from hire_cli.cli import runner
 from hire_cli.lib import optimizer, sharding, state, train_cost, train_step
@@ -40,6 +41,7 @@ def test_device_peaks():
   assert rate == {"tokens_per_s_per_device": 1000.0, "mfu": 1e-3}
 
 
+@pytest.mark.slow
 def test_train_logs_tokens_per_second_and_mfu(tmp_path, small_run, capsys):
   small_run.train(tmp_path / "na", 3)
   small_run.train(tmp_path / "peak", 3, peak_tflops=0.5)

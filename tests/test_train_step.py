@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from hire_cli.lib import data, optimizer, sharding, state, train_cost, train_step
 
@@ -30,6 +31,7 @@ def test_remat_recomputes_the_blocks_in_the_backward_pass(tiny_cfg):
   assert flops["full"] - flops["none"] > 0.3 * fwd, flops
 
 
+@pytest.mark.slow
 def test_bfloat16_moments_halve_the_optimizer_state(tiny_cfg):
   f32, bf16 = (optimizer.OptimizerConfig(learning_rate=1e-2, warmup_steps=0, moments_dtype=d)
                for d in ("float32", "bfloat16"))
