@@ -22,7 +22,7 @@ install: $(STAMP)
 # (hire_cli/runs/demo_real.py). Offline: `make demo-tiny`.
 DEMO_ROOT ?= runs/demo_gemma
 demo: $(STAMP)
-	$(BIN)/python -m hire_cli.runs.demo_real --root=$(DEMO_ROOT)
+	$(BIN)/python -m hire_cli.runs.demo_real --demo_root=$(DEMO_ROOT)
 
 # The offline demo, on hire's own tiny model: train the tiny HiRE model on the shipped corpus,
 # evaluate it exactly and as HiRE serves it, time dense against every HiRE variant on the same

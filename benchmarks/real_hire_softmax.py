@@ -98,8 +98,9 @@ def generate(graphdef, params, cfg, prompts_NxP, tokens: int, served: bool, chun
 
 def downstream_scores(graphdef, params, cfg, vocab_path: str, pairs: int, limit: int) -> dict:
   from hire_cli.evals import downstream  # seqio: only when it is needed
-  found = downstream.evaluate_downstream(graphdef, params, cfg, limit=limit, pairs_limit=pairs,
-                                         batch_size=8, vocab_path=vocab_path)
+  # limit 0 would score every multiple-choice question: one each when only the pairs are asked
+  found = downstream.evaluate_downstream(graphdef, params, cfg, limit=limit or 1,
+                                         pairs_limit=pairs, batch_size=8, vocab_path=vocab_path)
   keep = ("downstream/minimal_pairs/", "downstream/mean/") if not limit else ("downstream/",)
   return {k.removeprefix("downstream/"): v for k, v in found.items() if k.startswith(keep)}
 
@@ -154,6 +155,8 @@ def main():
     same_NxT = hire_NxT == dense_NxT
     row["free_running_agreement"] = float(same_NxT.mean())
     row["free_running_identical"] = int(same_NxT.all(1).sum())
+    print(f"{name}: free-running {row['free_running_agreement']:.4f}, "
+          f"{row['free_running_identical']} of {len(same_NxT)} identical", flush=True)
     if a.pairs or a.downstream_limit:
       row.update(downstream_scores(graphdef, params, cfg, data_cfg.vocab_path, a.pairs,
                                    a.downstream_limit))

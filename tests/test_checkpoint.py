@@ -1,4 +1,4 @@
-"""A checkpoint read back with plain orbax and the README's snippet: no hire_cli restore code,
+"""A checkpoint read back with plain orbax and the usage guide's snippet: no hire_cli restore code,
 no "could not be restored" warnings, and the model it rebuilds computes what hire's does."""
 
 import json
@@ -19,9 +19,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _readme_snippet() -> str:
-  blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+  blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "usage.md").read_text(), re.S)
   found = [b for b in blocks if "ModelConfig.from_dict" in b]
-  assert len(found) == 1, "README.md should have one ```python block with ModelConfig.from_dict"
+  assert len(found) == 1, "docs/usage.md should have one ```python block with ModelConfig.from_dict"
   return found[0]
 
 
@@ -49,9 +49,9 @@ def test_plain_orbax_restore_and_the_readme_snippet(small_run, tmp_path, caplog)
 
 
 def test_a_bare_checkpoint_manager_warns_but_restores(small_run, tmp_path, caplog):
-  """Why the README names the item: orbax's CheckpointManager without item handlers warns twice
-  per item ("found in the checkpoint, but could not be restored") before it restores them from
-  the handler names saved in the step's metadata. If orbax stops warning, the README can say so."""
+  """Why the usage guide names the item: orbax's CheckpointManager without item handlers warns
+  twice per item ("found in the checkpoint, but could not be restored") before it restores them from
+  the handler names saved in the step's metadata. If orbax stops warning, the guide can say so."""
   small_run.trained(tmp_path, 2)
   with caplog.at_level(logging.WARNING):
     restored = ocp.CheckpointManager(tmp_path / "checkpoints").restore(2)

@@ -22,8 +22,8 @@ def _demo(*args):
 def test_demo_runs_every_step_on_an_imported_model(tmp_path):
   gguf = gguf_fixtures.write_tiny_gemma3(tmp_path / "tiny_gemma3.gguf")
   root = tmp_path / "demo"
-  proc = _demo(f"--gguf={gguf}", f"--root={root}", "--rank=8", "--k_prime=32", "--tokens=4",
-               "--passages=2", "--eval_batches=1", "--calibration_rows=4")
+  proc = _demo(f"--from_gguf={gguf}", f"--demo_root={root}", "--rank=8", "--k_prime=32",
+               "--tokens=4", "--passages=2", "--val_batches=1", "--calibration_rows=4")
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   out = proc.stdout
   for part in ("[demo 1/5] $ hire import --gguf=", "--gin.TRAIN_STEPS=0",
@@ -35,7 +35,7 @@ def test_demo_runs_every_step_on_an_imported_model(tmp_path):
 
 
 def test_a_failed_import_says_how_to_run_offline(tmp_path):
-  proc = _demo("--model=no-such-model", f"--root={tmp_path / 'demo'}")
+  proc = _demo("--model=no-such-model", f"--demo_root={tmp_path / 'demo'}")
   assert proc.returncode != 0
   assert "make demo-tiny" in proc.stderr.splitlines()[-1]
   assert not (tmp_path / "demo" / "gemma3").exists()

@@ -124,7 +124,8 @@ def _defects(arch):
           "window_off_by_one": window, "norm_plus_one_kept": norm_plus_one_kept}
 
 
-def _block_without_post_ffn_norm(self, x, pos, cache=None, index=None, ffn_path="__call__"):
+def _block_without_post_ffn_norm(self, x, pos, cache=None, index=None, ffn_path="__call__",
+                                 measure=False):
   a, new_cache = self.attn(self.attn_norm(x), pos, cache, index)
   x = x + self.post_attn_norm(a)
   return x + getattr(self.ffn, ffn_path)(self.ffn_norm(x)), new_cache

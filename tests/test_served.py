@@ -100,6 +100,7 @@ CONSUMERS = {"decode": (_decode, {"hidden", "next_token", "select"}),
              "bench": (_bench, {"hidden", "next_token", "select"})}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("consumer", list(CONSUMERS))
 def test_consumer_takes_the_one_served_interface(guarded, hire_model, consumer):
   run, needs = CONSUMERS[consumer]
@@ -113,6 +114,7 @@ def _second_path(m, tokens_BxL, cache=None, index=None, *, hire=True, measure=Fa
   return m.served(tokens_BxL, cache, index)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("consumer", list(CONSUMERS))
 def test_a_planted_second_path_fails(guarded, hire_model, monkeypatch, consumer):
   monkeypatch.setattr(served, "hidden", _second_path)

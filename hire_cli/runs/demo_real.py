@@ -14,7 +14,7 @@
 Then dense and HiRE side by side. Finished steps are kept (a rerun skips them). Offline, or if
 the download fails: `make demo-tiny`, the same story on hire's own tiny model.
 
-  python -m hire_cli.runs.demo_real [--root=runs/demo_gemma] [--kind=lr] [--rank=128]
+  python -m hire_cli.runs.demo_real [--demo_root=runs/demo_gemma] [--kind=lr] [--rank=128]
 """
 
 import json
@@ -26,18 +26,18 @@ from absl import app, flags
 from hire_cli.report import eval_report, reporting
 from hire_cli.report import phases as phases_lib
 
-flags.DEFINE_string("root", "runs/demo_gemma", "where the imported model and its HiRE go")
+flags.DEFINE_string("demo_root", "runs/demo_gemma", "where the imported model and its HiRE go")
 flags.DEFINE_string("model", "gemma3-270m", "a pretrained model (`hire import --pretrained`)")
-flags.DEFINE_string("gguf", "", "a local GGUF file to import instead of --model")
+flags.DEFINE_string("from_gguf", "", "a local GGUF file to import instead of --model")
 flags.DEFINE_enum("kind", "lr", ["lr", "q8", "q4"], "HiRE-Softmax approximator, untrained")
 flags.DEFINE_integer("rank", 128, "LR rank")
 flags.DEFINE_integer("k_prime", 1024, "candidates rescored exactly")
 flags.DEFINE_integer("calibration_rows", 64, "LR: fit the logits on the hidden states of this "
                      "many training rows (0 = the plain SVD of W)")
-flags.DEFINE_string("prompt", "The capital of France is", "the prompt continued")
+flags.DEFINE_string("demo_prompt", "The capital of France is", "the prompt continued")
 flags.DEFINE_integer("tokens", 32, "greedy tokens per continuation")
 flags.DEFINE_integer("passages", 16, "validation passages continued too (agreement)")
-flags.DEFINE_integer("eval_batches", 4, "validation batches of 8 x 128 tokens")
+flags.DEFINE_integer("val_batches", 4, "validation batches of 8 x 128 tokens")
 FLAGS = flags.FLAGS
 _A = "--gin.softmax/ApproxConfig"
 KIND_BINDINGS = {"lr": [f"{_A}.kind='lr'"], "q8": [f"{_A}.kind='q'", f"{_A}.bits=8"],
@@ -50,14 +50,14 @@ OFFLINE = ("could not import the pretrained model (the line above says why); `ma
 
 def main(argv) -> None:
   del argv
-  root = pathlib.Path(FLAGS.root)
+  root = pathlib.Path(FLAGS.demo_root)
   dense, hire = root / "gemma3", root / f"gemma3_hire_{FLAGS.kind}"
   phases = phases_lib.Phases("demo", list(PHASE_WEIGHTS), retry="make demo",
                              weights=PHASE_WEIGHTS)
   if (dense / "provenance.json").is_file():
     phases.skip(f"{dense} is imported")
   else:
-    source = f"--gguf={FLAGS.gguf}" if FLAGS.gguf else f"--pretrained={FLAGS.model}"
+    source = f"--gguf={FLAGS.from_gguf}" if FLAGS.from_gguf else f"--pretrained={FLAGS.model}"
     phases.run("import", source, f"--gin.MODEL_DIR={dense}", failed=OFFLINE)
   if (hire / "model.gin").is_file():
     phases.skip(f"{hire} has its approximator")
@@ -68,9 +68,9 @@ def main(argv) -> None:
                f"--gin.HiReSoftmaxConfig.k_prime={FLAGS.k_prime}",
                f"--gin.HiReSoftmaxConfig.calibration_rows={FLAGS.calibration_rows}")
   run = [f"--gin.MODEL_DIR={hire}"]
-  phases.run("generate", *run, "--compare", f"--prompt={FLAGS.prompt}",
+  phases.run("generate", *run, "--compare", f"--prompt={FLAGS.demo_prompt}",
              f"--gin.GENERATE_TOKENS={FLAGS.tokens}", f"--gin.COMPARE_PROMPTS={FLAGS.passages}")
-  phases.run("eval", *run, f"--gin.EVAL_BATCHES={FLAGS.eval_batches}", "--gin.BATCH_SIZE=8",
+  phases.run("eval", *run, f"--gin.EVAL_BATCHES={FLAGS.val_batches}", "--gin.BATCH_SIZE=8",
              "--gin.DOWNSTREAM=False", "--gin.LATENCY_STEPS=0",
              "--gin.evaluate.recall_k_primes=[64,256,1024,4096]", "--gin.evaluate.recall_batches=1")
   phases.run("bench-latency", *run, "--gin.BENCH_VARIANTS=['dense','hire_softmax']")
