@@ -5,7 +5,9 @@ without a GPU ("Could not find cuda drivers", "failed call to cuInit", oneDNN no
 loaded once with stderr silenced at the file-descriptor level. A damaged checkpoint makes Orbax
 log errors and leaves TensorStore reads behind whose callbacks find the event loop closed (a
 "RuntimeError: Event loop is closed" traceback each); `library_noise_dropped` holds them back
-while `hire` says in one line what it skipped. TFDS's notices while it builds the shipped corpus
+while `hire` says in one line what it skipped. The reads it abandons can fail after the block
+has ended, when asyncio reports them ("Task exception was never retrieved") as they are
+collected; a filter on the asyncio logger drops those reports, and only those. TFDS's notices while it builds the shipped corpus
 go the same way. None of these are errors of `hire`."""
 
 import contextlib
@@ -45,15 +47,32 @@ def load_tensorflow() -> None:
       pass
 
 
+def _not_an_abandoned_restore(record: logging.LogRecord) -> bool:
+  """False for asyncio's report of a checkpoint read that Orbax abandoned when a restore failed
+  (a coroutine `async_deserialize` whose exception nobody retrieved): that restore has already
+  been reported as one line. Every other asyncio record passes."""
+  message = record.getMessage()
+  return not ("exception was never retrieved" in message and "async_deserialize" in message)
+
+
+def _abandoned_restores_dropped() -> None:
+  """Installs `_not_an_abandoned_restore` on the asyncio logger, once per process."""
+  asyncio_logger = logging.getLogger("asyncio")
+  if _not_an_abandoned_restore not in asyncio_logger.filters:
+    asyncio_logger.addFilter(_not_an_abandoned_restore)
+
+
 @contextlib.contextmanager
 def library_noise_dropped():
   """Inside the block absl log records below CRITICAL (Orbax, TFDS) and unraisable exceptions
   (the tracebacks of callbacks and coroutines that Orbax's restore abandons when it fails) are
   dropped; the abandoned coroutines are collected before the block ends, so their reports fall
-  inside it. Nothing changes under HIRE_VERBOSE=1."""
+  inside it; those collected later are dropped by the asyncio filter this installs. Nothing
+  changes under HIRE_VERBOSE=1."""
   if verbose():
     yield
     return
+  _abandoned_restores_dropped()
   absl_logger = logging.getLogger("absl")
   level, hook = absl_logger.level, sys.unraisablehook
   absl_logger.setLevel(logging.CRITICAL)
