@@ -6,6 +6,7 @@ into `paths.tfds_data_dir()` (again when the corpus files change), after which
 dataset; `CorpusSource` is that seqio source, building on first use.
 """
 
+import fcntl
 import gzip
 import hashlib
 import json
@@ -68,8 +69,13 @@ def prepare(data_dir: pathlib.Path | None = None, manual_dir: pathlib.Path | Non
         raise errors.UserError(f"corpus split {s} ({manual_dir / f'{s}.jsonl.gz'}) is empty; "
                                "rebuild it with `python data/build_corpus.py`")
   # TFDS warns of the folder it has not built yet and announces the build: not for the user.
-  with quiet.library_noise_dropped(), quiet.library_prints_dropped():
-    _build(data_dir, manual_dir)
+  data_dir.mkdir(parents=True, exist_ok=True)
+  # Two processes started on a fresh clone (two commands, or parallel test workers) build once:
+  # the second waits for the first and then finds the build done.
+  with open(data_dir / ".hire_corpus.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    with quiet.library_noise_dropped(), quiet.library_prints_dropped():
+      _build(data_dir, manual_dir)
   return data_dir
 
 
