@@ -8,8 +8,8 @@ on the served path (`nn/served.py`, the functions `hire eval` and `hire generate
 Each setting is KIND:RANK:K'[:ROWS] (RANK is ignored for q8 / q4). Its approximator is what
 `hire train --gin.POST_HOC_FROM=DIR --gin.TRAIN_STEPS=0` saves, with no training: Q8 / Q4 are `W`
 quantized, LR the truncated SVD of `W`, or with ROWS (`HiReSoftmaxConfig.calibration_rows`) the
-rank-r fit of the logits on the hidden states of ROWS training rows. `--distilled` adds run folders whose
-approximator was distilled post-hoc (`hire train ... --gin.POST_HOC_FROM=DIR`). Per setting:
+rank-r fit of the logits on the hidden states of ROWS training rows (lr_q / lr_q8: that fit with
+A stored as int4 / int8). `--distilled` adds run folders whose approximator was distilled post-hoc (`hire train ... --gin.POST_HOC_FROM=DIR`). Per setting:
 - teacher-forced, on validation text tokenized with the model's own tokenizer: recall@k of the
   exact top-k among the k' candidates, top-1 agreement with the exact model, the exact
   perplexity and the served one with its approximate tail (`served_loss_approx_tail`);
@@ -34,11 +34,12 @@ import numpy as np
 
 from hire_cli.cli import gin_utils
 from hire_cli.evals import metrics
-from hire_cli.lib import checkpoint, data, sharding, state
+from hire_cli.lib import checkpoint, data, sharding, state, train_plan
 from hire_cli.nn import approx, cost, decode, served
 from hire_cli.nn.config import HiReSoftmaxConfig, ModelConfig
 
-KINDS = {"q8": ("q", 8), "q4": ("q", 4), "lr": ("lr", 4), "lr_q": ("lr_q", 4)}
+KINDS = {"q8": ("q", 8), "q4": ("q", 4), "lr": ("lr", 4), "lr_q": ("lr_q", 4),
+         "lr_q8": ("lr_q", 8)}
 
 
 def setup(model_dir: str):
@@ -58,17 +59,13 @@ def hire_config(model: ModelConfig, kind: str, rank: int, k_prime: int,
 
 
 def post_hoc(cfg: ModelConfig, dense_params, mesh, dense_graphdef=None, train_rows=None):
-  """What `hire train --gin.POST_HOC_FROM=DIR --gin.TRAIN_STEPS=0` saves, in serving form:
-  the dense weights, and the approximator from W (fitted on the hidden states of the first
-  `calibration_rows` training rows when set, as `train_plan.post_hoc_start` does)."""
+  """What `hire train --gin.POST_HOC_FROM=DIR --gin.TRAIN_STEPS=0` saves, in serving form (the
+  same library function, `train_plan.calibrated_post_hoc`)."""
   graphdef, abstract, axes = state.abstract_model(cfg)
   zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract)
-  rows = cfg.hire_softmax.calibration_rows
-  cov_DxD = state.hidden_moment(dense_graphdef, dense_params,
-                                data.lm_inputs(train_rows[:rows], cfg.first_input),
-                                batch=8) if rows else None
-  params = state.post_hoc_params(graphdef, zeros, dense_params,
-                                 sharding.param_shardings(abstract, axes, mesh), cov_DxD)
+  params = train_plan.calibrated_post_hoc(cfg, graphdef, zeros,
+                                          sharding.param_shardings(abstract, axes, mesh),
+                                          dense_graphdef, dense_params, train_rows)
   return served.prepare(graphdef, params)  # the serving tensors, derived once
 
 

@@ -89,7 +89,7 @@ def test_bad_softmax_configs_are_user_errors(tiny_cfg, kw, match):
 
 
 @pytest.mark.slow
-def test_post_hoc_mode_trains_only_the_approximator(tmp_path):
+def test_post_hoc_mode_trains_only_the_approximator(tmp_path, capsys):
   """From a dense checkpoint: the model stays bit-identical, the SVD-initialised approximator
   trains, and it starts with a far better recall than a random one."""
   from hire_cli.lib import checkpoint, data, optimizer
@@ -118,8 +118,12 @@ def test_post_hoc_mode_trains_only_the_approximator(tmp_path):
   ab_random = np.asarray(random_cfg_params["a"]) @ np.asarray(random_cfg_params["b"])
   assert np.linalg.norm(ab_random - w) > np.linalg.norm(ab - w)
   # TRAIN_STEPS=0: the approximator as initialised, untrained: exactly the truncated SVD of W.
+  capsys.readouterr()
   train.train(model_dir=str(tmp_path / "untrained"), model=hire_cfg, train_steps=0,
               post_hoc_from=str(tmp_path / "dense"), **common)
+  log = capsys.readouterr().out
+  assert "saving the approximators as initialised (TRAIN_STEPS=0)" in log, log
+  assert "Starting from scratch" not in log and "training the approximators" not in log, log
   step, _, untrained = checkpoint.restore_params(str(tmp_path / "untrained"), hire_cfg, mesh)
   u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
   ab0 = np.asarray(untrained["head"]["approx"]["lr"]["a"]) @ np.asarray(

@@ -101,16 +101,23 @@ def compile_checked(setup, grad_accum_steps: int, batch_size: int, seq_len: int,
 
 def post_hoc_start(model: ModelConfig, setup, post_hoc_from: str, mesh, rows_NxL):
   """(params, the dense run's step): `setup`'s HiRE parameters started from the dense run
-  (`state.post_hoc_params`), HiRE-Softmax's LR fitted on the hidden states of the first
-  `calibration_rows` training rows when that is set."""
+  (`calibrated_post_hoc`)."""
   dense_cfg = post_hoc_source(post_hoc_from, model)
   dense_step, dense_graphdef, dense_params = checkpoint.restore_params(post_hoc_from, dense_cfg,
                                                                        mesh)
+  params = calibrated_post_hoc(model, setup.graphdef, setup.state["params"],
+                               setup.state_shardings["params"], dense_graphdef, dense_params,
+                               rows_NxL)
+  return params, dense_step
+
+
+def calibrated_post_hoc(model: ModelConfig, graphdef, params, shardings, dense_graphdef,
+                        dense_params, rows_NxL):
+  """HiRE parameters (`state.post_hoc_params`) from a dense model's, HiRE-Softmax's LR fitted on
+  the hidden states of the first `calibration_rows` rows of `rows_NxL` when that is set."""
   rows = model.hire_softmax.calibration_rows if model.hire_softmax is not None else 0
   cov_DxD = state.hidden_moment(dense_graphdef, dense_params,
                                 data.lm_inputs(rows_NxL[:rows], model.first_input),
                                 batch=8) if rows else None
-  params = state.post_hoc_params(setup.graphdef, setup.state["params"], dense_params,
-                                 setup.state_shardings["params"], cov_DxD)
-  return params, dense_step
+  return state.post_hoc_params(graphdef, params, dense_params, shardings, cov_DxD)
 

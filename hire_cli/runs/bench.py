@@ -36,7 +36,8 @@ LAYERS = {"dense": set(), "hire_softmax": {"softmax"}, "hire_ffn": {"ffn"},
 
 # Approximator kinds a variant can be timed with, as `VARIANT@KIND` (e.g. "hire_ffn@q4").
 APPROX_KINDS = {"lr": {"kind": "lr"}, "q4": {"kind": "q", "bits": 4},
-                "q8": {"kind": "q", "bits": 8}, "lr_q": {"kind": "lr_q", "bits": 4}}
+                "q8": {"kind": "q", "bits": 8}, "lr_q": {"kind": "lr_q", "bits": 4},
+                "lr_q8": {"kind": "lr_q", "bits": 8}}
 
 
 def variant_configs(model: ModelConfig, variants) -> dict:

@@ -179,9 +179,11 @@ def _resume_or_start(run: _Run, setup, *, rows_NxL, post_hoc_from: str, start_ov
   if run.post_hoc:
     setup.state["params"], dense_step = train_plan.post_hoc_start(model, setup, post_hoc_from,
                                                                   mesh, rows_NxL)
-    reporting.say(f"Post-hoc HiRE: model frozen at {post_hoc_from} step {dense_step}; "
-                  "training the approximators only")
-  how = "Fine-tuning from step 0" if imported else "Starting from scratch"
+    what = ("saving the approximators as initialised (TRAIN_STEPS=0)" if not run.train_steps
+            else "training the approximators only")
+    reporting.say(f"Post-hoc HiRE: model frozen at {post_hoc_from} step {dense_step}; {what}")
+  how = ("Fine-tuning from step 0" if imported else
+         "Post-hoc HiRE" if run.post_hoc else "Starting from scratch")
   reporting.say(f"{how} in {workdir} ({model.num_params() / 1e6:.2f}M params, "
                 f"{len(rows_NxL)} train rows of {run.data_cfg.seq_len} tokens)")
   return setup, 0
