@@ -152,3 +152,18 @@ def test_the_first_corpus_build_prints_nothing(tmp_path, verbose):
   assert "BUILT" in out and (tmp_path / "tfds" / "hire_corpus").is_dir(), out
   seen = [n for n in FIRST_RUN_NOISE if n in out]
   assert seen == (list(FIRST_RUN_NOISE) if verbose else []), out
+
+
+@pytest.mark.slow
+def test_two_first_runs_at_once_build_the_corpus_once(tmp_path):
+  """Two commands started together on a fresh clone (or two test workers): one builds, the other
+  waits on the lock and then finds the build done (under HIRE_VERBOSE=1 TFDS announces a build,
+  so exactly one of the two announces it)."""
+  _tiny_corpus(tmp_path / "corpus")
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "HIRE_VERBOSE": "1"}
+  procs = [subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path / "tfds"),
+                             str(tmp_path / "corpus")], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert all(p.returncode == 0 and "BUILT" in out for p, out in zip(procs, outs)), outs
+  assert sum("Downloading and preparing dataset" in out for out in outs) == 1, outs
