@@ -30,6 +30,8 @@ def test_demo_runs_every_step_on_an_imported_model(tmp_path):
                "HiRE-Softmax (lr rank 8, fitted on 4 rows, k' 32, no training)", "perplexity ",
                "x (roofline", "free-running"):
     assert part in out, (part, out[-3000:])
+  noise = [n for n in ("absl::InitializeLog", "cuInit", "Traceback") if n in out + proc.stderr]
+  assert not noise, (noise, proc.stderr[-3000:])  # TensorFlow's start-up lines stay silent
   hire = root / "gemma3_hire_lr"
   assert (hire / "model.gin").is_file() and (hire / "bench" / "latency.json").is_file()
 

@@ -20,7 +20,9 @@ def execute(command: str, gin_files=None, gin_bindings=None, *, prompt: str | No
   are generate's flags (None: left to gin); `dry_run` checks a train run without running it;
   `source` is import's --gguf / --pretrained."""
   from hire_cli import quiet
-  if command in ("train", "eval"):  # the commands that read data through TensorFlow
+  # The commands that read data through TensorFlow (generate --compare continues validation
+  # passages): TF loaded first, with its C++ start-up lines silenced.
+  if command in ("train", "eval") or (command == "generate" and compare):
     quiet.load_tensorflow()
   import gin
 
