@@ -142,3 +142,51 @@ print("train", runner.execute("train", None, tiny[:3] + tiny[-1:]))  # without b
   assert "bench 0" in out.stdout and "train 2" in out.stdout, out.stdout + out.stderr
   assert "needs the input pipeline" in out.stderr, out.stderr
   assert (tmp_path / "bench" / "latency.json").is_file()
+
+
+BENCHMARKS = sorted((PKG.parent / "benchmarks").glob("*.py"))
+
+
+def _top_level_names(module: str) -> set[str] | None:
+  """Names a hire_cli module defines at its top level (None if it is not a file of hire_cli)."""
+  path = PKG.parent / (module.replace(".", "/") + ".py")
+  if not path.is_file():
+    return None
+  names = set()
+  for node in ast.parse(path.read_text()).body:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+      names.add(node.name)
+    elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+      targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+      names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+      names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+  return names
+
+
+def _stale_references(path: pathlib.Path) -> list[str]:
+  """`module.name` uses and `from module import name` in a script where hire_cli no longer has
+  that name: a benchmark that a refactor broke (they are run by hand, not by the tests)."""
+  tree, modules, bad = ast.parse(path.read_text()), {}, []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hire_cli"):
+      for a in node.names:
+        full = f"{node.module}.{a.name}"
+        if _top_level_names(full) is not None:
+          modules[a.asname or a.name] = full
+        elif a.name not in (_top_level_names(node.module) or set()):
+          bad.append(f"{path.name}: from {node.module} import {a.name}")
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        and node.value.id in modules and node.attr not in _top_level_names(modules[node.value.id])):
+      bad.append(f"{path.name}: {node.value.id}.{node.attr} ({modules[node.value.id]} has none)")
+  return bad
+
+
+def test_benchmarks_name_only_what_hire_cli_has(tmp_path):
+  bad = [line for path in BENCHMARKS for line in _stale_references(path)]
+  assert not bad, "\n".join(bad)
+  stale = tmp_path / "stale.py"  # the check can fail: a name that a refactor removed
+  stale.write_text("from hire_cli.lib import train_plan\ntrain_plan.post_hoc_params_gone()\n")
+  assert _stale_references(stale) == ["stale.py: train_plan.post_hoc_params_gone "
+                                      "(hire_cli.lib.train_plan has none)"]
