@@ -9,6 +9,10 @@ For each R x C float32 matrix W (random), two jitted products, each the median o
 and the FFN's w_out) and `x @ W.T` (x of C, the contraction over W's columns: the FFN's w_in and
 w_gate, and the output layer). The defaults are Gemma 3 270M's matrices, its FFN's w_in and
 w_gate side by side (640 x 4096), and its output layer (262144 x 640).
+
+Then `--chain_layers` layers of the body's six products alone (no norms, attention or cache), as
+hire stores them and with attention's q and kv in one matrix and the FFN's w_in and w_gate in
+one: what fusing them would save, against what the whole body takes.
 """
 
 import argparse
@@ -31,10 +35,39 @@ def median_ms(fn, *args, repeats: int) -> float:
   return 1e3 * statistics.median(times)
 
 
+def body_chain(layers: int, fused: bool, d=640, f=2048, hk=1024, gk=256):
+  """(jitted chain, its weights, x): per layer q, kv, out, w_in, w_gate, w_out at Gemma's sizes
+  (separate, as hire stores them; or q|kv and w_in|w_gate side by side)."""
+  keys = iter(jax.random.split(jax.random.key(1), 6 * layers))
+  draw = lambda *shape: jax.random.normal(next(keys), shape, jnp.float32)  # noqa: E731
+  ws = [dict(q=draw(d, hk), kv=draw(d, 2 * gk), o=draw(hk, d), i=draw(f, d), g=draw(f, d),
+             d=draw(f, d)) for _ in range(layers)]
+  if fused:
+    ws = [dict(qkv=jnp.concatenate([w["q"], w["kv"]], 1), o=w["o"], d=w["d"],
+               ig=jnp.concatenate([w["i"].T, w["g"].T], 1)) for w in ws]
+
+  def run(ws, x_1xD):
+    for w in ws:
+      if fused:
+        qkv_1xC = x_1xD @ w["qkv"]
+        q_1xHK, kv_1xC = qkv_1xC[:, :hk], qkv_1xC[:, hk:]
+        ig_1x2F = x_1xD @ w["ig"]
+        in_1xF, gate_1xF = ig_1x2F[:, :f], ig_1x2F[:, f:]
+      else:
+        q_1xHK, kv_1xC = x_1xD @ w["q"], x_1xD @ w["kv"]
+      x_1xD = x_1xD + 1e-3 * (q_1xHK @ w["o"]) + 0 * kv_1xC[:, :1]
+      if not fused:
+        in_1xF, gate_1xF = x_1xD @ w["i"].T, x_1xD @ w["g"].T
+      x_1xD = x_1xD + 1e-3 * ((jax.nn.gelu(in_1xF) * gate_1xF) @ w["d"])
+    return x_1xD
+  return jax.jit(run), ws, jnp.ones((1, d), jnp.float32)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--shapes", default=GEMMA, help="RxC,RxC,...")
   p.add_argument("--repeats", type=int, default=30)
+  p.add_argument("--chain_layers", type=int, default=18, help="0: no chain")
   a = p.parse_args()
   rows_x_w = jax.jit(lambda x, w: x @ w)
   cols_x_w = jax.jit(lambda x, w: x @ w.T)
@@ -47,6 +80,12 @@ def main():
     mb = r * c * 4 / 1e6
     print(f"{shape:>12} {mb:7.1f} {1e3 * ms_rows:10.1f} {mb / ms_rows:6.1f} "
           f"{1e3 * ms_cols:11.1f} {mb / ms_cols:6.1f}", flush=True)
+  for fused in (False, True, False, True) if a.chain_layers else ():
+    fn, ws, x_1xD = body_chain(a.chain_layers, fused)
+    mb = sum(w.size for layer in ws for w in layer.values()) * 4 / 1e6
+    ms = median_ms(fn, ws, x_1xD, repeats=a.repeats)
+    print(f"{a.chain_layers} layers of products, {'fused' if fused else 'as stored'}: "
+          f"{ms:.2f} ms, {mb:.0f} MB, {mb / ms:.1f} GB/s", flush=True)
 
 
 if __name__ == "__main__":
