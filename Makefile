@@ -31,9 +31,9 @@ DEMO_DIR ?= runs/demo
 demo-tiny: $(STAMP)
 	$(BIN)/python -m hire_cli.runs.demo --model_dir=$(DEMO_DIR)
 
-# The whole suite (what CI runs; 9 min 27 s installed on 2 idle CPU cores, 2026-12-08) on
+# The whole suite (what CI runs; 8 min 30 s in a fresh clone on 2 idle CPU cores, 2026-12-08) on
 # TEST_WORKERS pytest-xdist workers, then the 15 slowest tests. test-fast leaves out the tests
-# marked `slow` (multi-device, multi-process, packaging, CLI subprocesses: 2 min 40 s) and keeps
+# marked `slow` (multi-device, multi-process, packaging, CLI subprocesses: 2 min 10 s) and keeps
 # a test of every module (tests/test_layout.py checks that). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
