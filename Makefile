@@ -69,7 +69,8 @@ data: $(STAMP)
 
 # The reference venv (llama.cpp through llama-cpp-python, compiled from its sdist: 6 min 36 s on
 # 2 cores, 2026-12-08) for tests/reference/make_reference.py and
-# benchmarks/llamacpp_reference.py. Not part of `make test`: the stored references need no llama.cpp.
+# benchmarks/llamacpp_reference.py. Not part of `make test`: the stored references need no
+# llama.cpp.
 REF_VENV := .venv-ref
 $(REF_VENV)/.installed:
 	test -d $(REF_VENV) || $(PYTHON) -m venv $(REF_VENV)
