@@ -15,11 +15,9 @@ of it.
 """
 
 import argparse
-import collections
 import dataclasses
 import json
 import pathlib
-import re
 import statistics
 import time
 
@@ -44,16 +42,6 @@ def timed(fn, *args, repeats: int) -> float:
     jax.block_until_ready(fn(*args))
     out.append((time.perf_counter() - t) * 1e3)
   return statistics.median(out)
-
-
-def program_ops(hlo: str) -> dict:
-  """{opcode: count} of the kernels in a compiled program's entry computation (parameters,
-  constants and free bitcasts left out)."""
-  entry = hlo[hlo.index("ENTRY"):].splitlines()[1:]
-  found = collections.Counter(m.group(1) for line in entry
-                              if (m := re.search(r"=\s*\S+\s+([\w-]+)\(", line)))
-  return {op: n for op, n in found.most_common()
-          if op not in ("parameter", "constant", "bitcast", "tuple", "get-tuple-element")}
 
 
 def main():
@@ -116,8 +104,8 @@ def main():
   w_read = {k: v for k, v in program.param_reads(hlo).items() if k in ("embed", "head/w")}
   converts = [line for line in hlo.splitlines() if " convert(" in line
               and f"[{cfg.vocab_size},{cfg.d_model}]" in line]
-  body_fn, body_args = parts["body (all blocks)"][0], parts["body (all blocks)"][1]
-  body_ops = program_ops(body_fn.lower(params, *body_args).compile().as_text())
+  body_fn, body_args, _ = parts["body (all blocks)"]
+  body_ops = program.kernel_counts(body_fn.lower(params, *body_args).compile().as_text())
   out = {"model_dir": a.model_dir, "rank": a.rank, "k_prime": a.k_prime, "context": a.context,
          "bandwidth_gbs": bw, "rows": rows, "hire_step_reads_of_W": w_read,
          "full_W_converts_in_hire_step": len(converts), "body_program_ops": body_ops}

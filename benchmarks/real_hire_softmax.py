@@ -9,7 +9,8 @@ Each setting is KIND:RANK:K'[:ROWS] (RANK is ignored for q8 / q4). Its approxima
 `hire train --gin.POST_HOC_FROM=DIR --gin.TRAIN_STEPS=0` saves, with no training: Q8 / Q4 are `W`
 quantized, LR the truncated SVD of `W`, or with ROWS (`HiReSoftmaxConfig.calibration_rows`) the
 rank-r fit of the logits on the hidden states of ROWS training rows (lr_q / lr_q8: that fit with
-A stored as int4 / int8). `--distilled` adds run folders whose approximator was distilled post-hoc (`hire train ... --gin.POST_HOC_FROM=DIR`). Per setting:
+A stored as int4 / int8). `--distilled` adds run folders whose approximator was distilled
+post-hoc (`hire train ... --gin.POST_HOC_FROM=DIR`). Per setting:
 - teacher-forced, on validation text tokenized with the model's own tokenizer: recall@k of the
   exact top-k among the k' candidates, top-1 agreement with the exact model, the exact
   perplexity and the served one with its approximate tail (`served_loss_approx_tail`);

@@ -7,8 +7,8 @@ log errors and leaves TensorStore reads behind whose callbacks find the event lo
 "RuntimeError: Event loop is closed" traceback each); `library_noise_dropped` holds them back
 while `hire` says in one line what it skipped. The reads it abandons can fail after the block
 has ended, when asyncio reports them ("Task exception was never retrieved") as they are
-collected; a filter on the asyncio logger drops those reports, and only those. TFDS's notices while it builds the shipped corpus
-go the same way. None of these are errors of `hire`."""
+collected; a filter on the asyncio logger drops those reports, and only those. TFDS's notices
+while it builds the shipped corpus go the same way. None of these are errors of `hire`."""
 
 import contextlib
 import gc

@@ -100,3 +100,11 @@ def test_planted_requantizing_q_path_fails(monkeypatch, fresh_programs, variant)
                       lambda self, x: self.approx_group_scores(x, self.w_in[...]))
   with pytest.raises(AssertionError, match="whole"):
     check(_cfg(variant, "q4"))
+
+
+def test_kernel_counts_are_the_entry_kernels_only():
+  """`program.kernel_counts`: one dot and its fused epilogue, no free ops (parameters, tuples)."""
+  fn = jax.jit(lambda x_1xD, w_DxN: jnp.tanh(x_1xD @ w_DxN) + 1.0)
+  counts = program.kernel_counts(fn.lower(jnp.ones((1, 8)), jnp.ones((8, 16))).compile().as_text())
+  assert counts.get("dot") == 1 and "fusion" in counts, counts
+  assert not set(counts) & {"parameter", "constant", "bitcast", "tuple"}, counts

@@ -110,3 +110,17 @@ def collectives(hlo: str) -> list[dict]:
                        for _, dims in re.findall(r"([a-z]+\d*)\[([\d,]*)\]", shape))
         out.append({"op": base, "shape": shape.split("{")[0], "elements": elements})
   return out
+
+
+_NOT_KERNELS = ("parameter", "constant", "bitcast", "tuple", "get-tuple-element")
+
+
+def kernel_counts(hlo: str) -> dict:
+  """{opcode: count} of the kernels a compiled program's entry computation runs (each fusion,
+  dot, copy, ...; parameters, constants, bitcasts and tuples are free), most frequent first."""
+  comps, entry = _parse(hlo)
+  counts = {}
+  for _, op, _, _, _ in comps[entry].values():
+    if op not in _NOT_KERNELS:
+      counts[op] = counts.get(op, 0) + 1
+  return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
